@@ -1,0 +1,1 @@
+"""The kit's autograder: sandboxed grading of notebooks against the reference (see DESIGN.md)."""

@@ -1,0 +1,197 @@
+"""The grading child: loads one notebook, then runs probes on request. Student code runs only here.
+
+Started by :mod:`autograder.sandbox` (never by hand). Protocol, one JSON object per line:
+
+* requests arrive on stdin: ``{"id": 3, "check": "volume_render.weights_sum", "seed": 123, "device": "cpu"}``;
+* replies go to the file descriptor ``--reply-fd`` (not stdout, which the student's prints share):
+  first ``{"ready": true, "load_report": {...}, "isolation": [...]}``, then per request
+  ``{"id": 3, "ok": true, "json": {...}, "arrays": "out/3.npz"}`` or ``{"id": 3, "ok": false, "error": {...}}``.
+
+Outputs are plain data: numbers/strings/bools/lists in JSON, arrays in an ``.npz`` written with numpy
+(the parent loads it with ``allow_pickle=False``). Nothing here is trusted by the parent.
+
+Isolation steps, in order, for a student child (each one recorded in ``isolation``):
+load the earlier topics' reference pieces this topic depends on; mount empty tmpfs over the hidden
+paths (the reference notebooks, mutants, caches, other submissions); set resource limits; drop to the
+``nobody`` user; then, and only then, load the student's notebook.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import pkgutil
+import resource
+import subprocess
+import sys
+import traceback
+import types
+
+import numpy as np
+
+NOBODY_UID = 65534
+NOBODY_GID = 65534
+
+
+def _preimport() -> None:
+    """Import what probes need before privileges are dropped (the repo may be unreadable after)."""
+    import torch  # noqa: F401
+    import gen3d
+    import autograder.topics
+
+    for package in (gen3d, autograder.topics):
+        for info in pkgutil.iter_modules(package.__path__):
+            try:
+                importlib.import_module(f"{package.__name__}.{info.name}")
+            except Exception:  # noqa: BLE001 - a broken optional module must not stop grading
+                pass
+
+
+def _hide(paths: list[str], notes: list[str]) -> None:
+    for path in paths:
+        if not os.path.isdir(path):
+            continue
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0555", "tmpfs", path],
+                                capture_output=True, text=True)
+        notes.append(f"hidden {path}" if result.returncode == 0 else
+                     f"COULD NOT hide {path}: {result.stderr.strip() or result.returncode}")
+
+
+def _limit(memory_mb: int, notes: list[str]) -> None:
+    if memory_mb > 0:
+        cap = memory_mb * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+        notes.append(f"address space <= {memory_mb} MiB")
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (512 * 2**20, 512 * 2**20))
+
+
+def _drop_privileges(workdir: str, notes: list[str]) -> None:
+    os.chown(workdir, NOBODY_UID, NOBODY_GID)
+    for root, dirs, files in os.walk(workdir):
+        for name in dirs + files:
+            os.chown(os.path.join(root, name), NOBODY_UID, NOBODY_GID)
+    os.setgroups([])
+    os.setgid(NOBODY_GID)
+    os.setuid(NOBODY_UID)
+    resource.setrlimit(resource.RLIMIT_NPROC, (1024, 1024))
+    notes.append("running as user nobody")
+
+
+def _load_deps(topic, repo: str) -> types.SimpleNamespace:
+    from gen3d.notebook import load_notebook
+    from autograder.topics import get_topic
+
+    deps = types.SimpleNamespace()
+    for dep_name, names in topic.depends.items():
+        dep = get_topic(dep_name)
+        module = load_notebook(os.path.join(repo, dep.notebook), names=list(names))
+        for name in names:
+            setattr(deps, name, getattr(module, name, None))
+        sys.modules.pop(module.__name__, None)
+    return deps
+
+
+def to_plain(output) -> tuple[dict, dict]:
+    """Split a probe's output dict into (JSON-able values, numpy arrays)."""
+    import torch
+
+    if not isinstance(output, dict):
+        raise TypeError(f"probe returned {type(output).__name__}, expected dict")
+    plain, arrays = {}, {}
+    for key, value in output.items():
+        key = str(key)
+        if isinstance(value, torch.Tensor):
+            value = value.detach()
+            if value.dtype in (torch.bfloat16, torch.float16):
+                value = value.float()
+            if value.is_complex():
+                value = torch.view_as_real(value)
+            arrays[key] = value.cpu().numpy()
+        elif isinstance(value, np.ndarray):
+            arrays[key] = value if value.dtype != object else np.asarray(value.tolist(), dtype=np.float64)
+        elif isinstance(value, (np.generic,)):
+            plain[key] = value.item()
+        elif value is None or isinstance(value, (bool, int, float, str)):
+            plain[key] = value
+        elif isinstance(value, (list, tuple)):
+            try:
+                plain[key] = json.loads(json.dumps(value))
+            except (TypeError, ValueError):
+                arrays[key] = np.asarray([np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v)
+                                          for v in value])
+        else:
+            plain[key] = f"<unserialisable {type(value).__name__}>"
+    return plain, arrays
+
+
+def _error_record(err: BaseException) -> dict:
+    frames = traceback.extract_tb(err.__traceback__)
+    student = [f for f in frames if ".ipynb" in f.filename]
+    where = f"{student[-1].filename.strip('<>')} line {student[-1].lineno}" if student else ""
+    from autograder.spec import MissingDefinition
+
+    return {"type": type(err).__name__, "message": str(err)[:2000], "where": where,
+            "missing": err.name if isinstance(err, MissingDefinition) else None,
+            "traceback": "".join(traceback.format_exception(type(err), err, err.__traceback__))[-4000:]}
+
+
+def serve(args) -> int:
+    reply = os.fdopen(args.reply_fd, "w", buffering=1)
+    notes: list[str] = []
+    _preimport()
+    import torch
+    from autograder.spec import ProbeContext
+    from autograder.topics import get_topic
+    from gen3d.notebook import load_notebook
+
+    topic = get_topic(args.topic)
+    checks = {c.name: c for c in topic.checks}
+    deps = _load_deps(topic, args.repo) if topic.depends else None
+    if args.hide:
+        _hide(args.hide, notes)
+    _limit(args.memory_mb, notes)
+    if args.drop_privileges:
+        _drop_privileges(args.workdir, notes)
+    os.chdir(args.workdir)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    module = load_notebook(args.notebook, names=list(topic.functions))
+    reply.write(json.dumps({"ready": True, "load_report": module.__load_report__.to_dict(),
+                            "isolation": notes}) + "\n")
+    os.makedirs("out", exist_ok=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        check = checks[request["check"]]
+        ctx = ProbeContext(ns=module, seed=int(request["seed"]), device=torch.device(request["device"]),
+                           deps=deps, workdir=args.workdir)
+        try:
+            plain, arrays = to_plain(check.probe(ctx))
+            path = os.path.join("out", f"{int(request['id'])}.npz")
+            np.savez(path, **arrays)
+            message = {"id": request["id"], "ok": True, "json": plain, "arrays": os.path.abspath(path)}
+        except BaseException as err:  # noqa: BLE001 - SystemExit and KeyboardInterrupt too
+            message = {"id": request["id"], "ok": False, "error": _error_record(err)}
+        reply.write(json.dumps(message, default=str) + "\n")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="autograder child (internal)")
+    parser.add_argument("--notebook", required=True)
+    parser.add_argument("--topic", required=True)
+    parser.add_argument("--repo", required=True)
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--reply-fd", type=int, required=True)
+    parser.add_argument("--hide", action="append", default=[])
+    parser.add_argument("--memory-mb", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--drop-privileges", action="store_true")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, args.repo)
+    return serve(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
