@@ -63,7 +63,8 @@ class GradeResult:
 class Options:
     device: str = "cpu"
     public_only: bool = False
-    only: Sequence[str] = ()
+    only: Sequence[str] = ()          # function names: run only their checks
+    checks: Sequence[str] = ()        # check names: run only these (the mutant self-tests use it)
     timeout: Optional[float] = None
     isolation: str = "auto"
     memory_mb: int = 6144
@@ -84,6 +85,7 @@ def plan(topic: Topic, options: Options) -> list[tuple[Check, str]]:
     devices = available_devices()
     selected = [c for c in topic.checks
                 if (not options.only or c.function in options.only)
+                and (not options.checks or c.name in options.checks)
                 and (not options.public_only or c.public)]
     runs = []
     for check in selected:

@@ -25,13 +25,15 @@ class Outcome:
 
 
 def grade_patched(topic_name: str, patch: Mutant | Alternative, options: Options) -> GradeResult:
-    """Grade the reference notebook with ``patch`` applied, only the checks of ``patch.function``."""
+    """Grade the reference notebook with ``patch`` applied: a mutant against the checks that should
+    catch it, an alternative against every check of its function."""
     topic = get_topic(topic_name)
     nb = apply_patch(nbformat.read(REPO / topic.notebook, as_version=4), patch)
     with tempfile.TemporaryDirectory(prefix="gen3d-mutant-") as tmp:
         path = Path(tmp) / Path(topic.notebook).name
         nbformat.write(nb, path)
-        opts = Options(**{**options.__dict__, "only": (patch.function,)})
+        checks = tuple(patch.caught_by) if isinstance(patch, Mutant) else ()
+        opts = Options(**{**options.__dict__, "only": (patch.function,), "checks": checks})
         return grade(path, topic, opts)
 
 

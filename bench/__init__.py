@@ -1,0 +1,1 @@
+"""Benchmarks of the kit (`make bench`); never run as timed tests."""
