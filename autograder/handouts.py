@@ -143,8 +143,23 @@ def _topic_functions(folder: Path) -> list[str] | None:
     return list(topic.functions) if topic else None
 
 
-def run(check: bool = False, solutions: Path = REPO / "solutions", assignments: Path = REPO / "assignments") -> list[str]:
-    """Regenerate (or, with ``check``, compare) every handout. Returns what changed / is stale."""
+def filled_in_cells(path: Path) -> list[str]:
+    """grade_ids of graded cells that no longer hold a stub: someone's work, never to be overwritten."""
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception:  # noqa: BLE001 - an unreadable file is treated as someone's work too
+        return ["<unreadable notebook>"]
+    return [c.metadata["nbgrader"].get("grade_id", "?") for c in nb.cells
+            if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")
+            and "NotImplementedError" not in c.source]
+
+
+def run(check: bool = False, solutions: Path = REPO / "solutions", assignments: Path = REPO / "assignments",
+        force: bool = False) -> list[str]:
+    """Regenerate (or, with ``check``, compare) every handout. Returns what changed / is stale.
+
+    A handout whose graded cells have been filled in (a student's work) is never overwritten unless
+    ``force`` is given: the run stops with an error naming the file and the cells."""
     changed, problems = [], []
     folders = topic_folders(solutions)
     for folder in folders:
@@ -157,6 +172,10 @@ def run(check: bool = False, solutions: Path = REPO / "solutions", assignments: 
             current = target / name
             if not current.is_file() or current.read_text(encoding="utf-8") != text:
                 changed.append(str(current.relative_to(assignments.parent)))
+                edited = filled_in_cells(current) if current.is_file() and not check else []
+                if edited and not force:
+                    raise HandoutError(f"{current} holds work in graded cells {edited}; it is not overwritten. "
+                                       "Move it elsewhere (or pass --force to discard it).")
                 if not check:
                     _write(current, text)
         extra = sorted(p.name for p in target.iterdir() if p.name not in fresh) if target.is_dir() else []
@@ -177,11 +196,3 @@ def _write(path: Path, text: str) -> None:
     from autograder.report import write_atomic
 
     write_atomic(path, text)
-
-
-def _json_dump(data) -> str:  # pragma: no cover - kept for debugging
-    return json.dumps(data, indent=1)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    os.execv(sys.executable, [sys.executable, "-m", "autograder", "handouts", *sys.argv[1:]])

@@ -67,3 +67,16 @@ def test_the_handout_scores_zero_and_the_solution_full(course):
     assert handout.score == 0 and all(t.status == "error" for t in handout.tests), \
         [(t.name, t.status, t.message) for t in handout.tests]
     assert all("not implemented yet" in t.message for t in handout.tests)
+
+
+def test_a_filled_in_handout_is_never_overwritten(course):
+    run(solutions=course / "solutions", assignments=course / "assignments")
+    handout = course / "assignments" / "00_example" / "example.ipynb"
+    nb = nbformat.read(handout, as_version=4)
+    cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "stable_softplus")
+    cell.source = "def stable_softplus(x):\n    return x  # my work"
+    nbformat.write(nb, handout)
+    work = handout.read_bytes()
+    with pytest.raises(HandoutError, match="stable_softplus"):
+        run(solutions=course / "solutions", assignments=course / "assignments")
+    assert handout.read_bytes() == work
