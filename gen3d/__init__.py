@@ -2,7 +2,7 @@
 
 It holds data, plotting, metrics and plumbing -- never a graded solution.
 
-Conventions (the one place they are written down; see also ``gen3d/CONVENTIONS.md``):
+Conventions (the one place they are written down; every module refers here):
 
 Symbols used in shape annotations
     B batch, S samples per ray, N points, C channels, D/H/W depth/height/width,
