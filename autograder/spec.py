@@ -9,6 +9,11 @@ A test is split in two halves so that student code never judges itself:
   ``reference`` is ``None`` for reference-free checks (``needs_reference=False``); those are the
   only ones a student can run locally (``--public-only``), since students have no reference.
 
+Everything a student probe returns is the student's word: student code runs in the same process and
+can patch anything there (``gen3d.metrics`` included). So a probe returns *raw outputs* (tensors,
+samples) and the judge computes every figure that decides a score, in the parent. A quality probe
+returns the samples of the trained model; the judge scores them with ``gen3d.metrics``/``gen3d.features``.
+
 A topic module in ``autograder/topics/`` defines ``TOPIC = Topic(...)``; the registry finds it.
 """
 from __future__ import annotations
