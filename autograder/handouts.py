@@ -39,7 +39,9 @@ def _nbgrader(args: list[str], course: Path) -> None:
     command = [sys.executable, "-m", "nbgrader", *args, f"--CourseDirectory.root={course}",
                "--CourseDirectory.source_directory=source", "--CourseDirectory.release_directory=release",
                f"--db=sqlite:///{course / 'gradebook.db'}", "--log-level=WARN"]
-    done = subprocess.run(command, cwd=course, capture_output=True, text=True)
+    # nbgrader runs `alembic` from PATH: make the interpreter's own bin folder (the venv's) come first
+    env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    done = subprocess.run(command, cwd=course, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise HandoutError(f"nbgrader {' '.join(args)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
 

@@ -79,10 +79,11 @@ def test_monkeypatching_and_fake_scores_do_not_help(tmp_path):
 def test_the_reference_is_not_readable_from_student_code(tmp_path):
     repo = str(Path(__file__).resolve().parents[1])
     body = ("    import glob, os\n"
-            "    found = [p for p in glob.glob(%r + '/**/*.ipynb', recursive=True) if 'assignments' not in p]\n"
+            "    found = glob.glob(%r + '/solutions/**/*.ipynb', recursive=True)\n"
+            "    found += glob.glob(%r + '/**/example.ipynb', recursive=True)\n"
             "    if found:\n"
             "        raise RuntimeError('LEAK ' + ' '.join(found))\n"
-            "    return (a[:, None, :] - b[None, :, :]).pow(2).sum(-1)") % repo
+            "    return (a[:, None, :] - b[None, :, :]).pow(2).sum(-1)") % (repo, repo)
     result = run(submission(tmp_path, body))
     dist = by_name(result)["pairwise_sq_dist.matches_reference"]
     isolated = any("hidden" in n for n in result.isolation)
