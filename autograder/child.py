@@ -34,11 +34,28 @@ NOBODY_UID = 65534
 NOBODY_GID = 65534
 
 
+# Imported before privileges drop: where the interpreter's own files are unreadable to ``nobody`` (a
+# pyenv under /root), a module first imported after the drop would not be found. torch imports some
+# lazily (the first optimizer step pulls in torch._dynamo); these are the stdlib modules students use.
+PREIMPORT = ("torch._dynamo", "torch.optim", "torch.nn.functional", "torch.autograd.gradcheck", "scipy.linalg",
+             "scipy.stats", "cProfile", "pstats", "profile", "timeit", "fractions", "statistics", "decimal", "heapq",
+             "bisect", "string", "textwrap", "pprint", "copy", "csv", "json", "pathlib", "itertools", "collections",
+             "functools", "operator", "math", "random", "time", "datetime", "re", "typing", "dataclasses", "enum",
+             "abc", "contextlib", "warnings", "numbers", "inspect", "tempfile", "glob", "shutil", "struct", "array",
+             "queue", "threading", "logging", "unittest.mock", "einops")
+
+
 def _preimport() -> None:
     """Import what probes need before privileges are dropped (the repo may be unreadable after)."""
     import torch  # noqa: F401
     import gen3d
     import autograder.topics
+
+    for name in PREIMPORT:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - optional packages may be absent
+            pass
 
     for package in (gen3d, autograder.topics):
         for info in pkgutil.iter_modules(package.__path__):

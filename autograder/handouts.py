@@ -162,7 +162,7 @@ def run(check: bool = False, solutions: Path = REPO / "solutions", assignments: 
 
     A handout whose graded cells have been filled in (a student's work) is never overwritten unless
     ``force`` is given: the run stops with an error naming the file and the cells."""
-    changed, problems = [], []
+    changed, problems, writes = [], [], []
     folders = topic_folders(solutions)
     for folder in folders:
         fresh = generate(folder)
@@ -176,10 +176,9 @@ def run(check: bool = False, solutions: Path = REPO / "solutions", assignments: 
                 changed.append(str(current.relative_to(assignments.parent)))
                 edited = filled_in_cells(current) if current.is_file() and not check else []
                 if edited and not force:
-                    raise HandoutError(f"{current} holds work in graded cells {edited}; it is not overwritten. "
-                                       "Move it elsewhere (or pass --force to discard it).")
-                if not check:
-                    _write(current, text)
+                    problems.append(f"{current} holds work in graded cells {edited}; it is not overwritten. "
+                                    "Move it elsewhere (or pass --force to discard it).")
+                writes.append((current, text))
         extra = sorted(p.name for p in target.iterdir() if p.name not in fresh) if target.is_dir() else []
         if extra:
             problems.append(f"assignments/{folder.name} holds files nbgrader did not produce: {extra}")
@@ -187,10 +186,13 @@ def run(check: bool = False, solutions: Path = REPO / "solutions", assignments: 
                      p.name not in {f.name for f in folders}) if assignments.is_dir() else []
     if orphans:
         problems.append(f"assignments/ has folders with no solution: {orphans}")
-    if problems:
-        raise HandoutError("release lint failed:\n  " + "\n  ".join(problems))
+    if problems:  # nothing is written unless every handout is clean
+        raise HandoutError("release lint failed (nothing written):\n  " + "\n  ".join(problems))
     if check and changed:
         raise HandoutError("handouts are out of date (run `make handouts`): " + ", ".join(changed))
+    if not check:
+        for path, text in writes:
+            _write(path, text)
     return changed
 
 
