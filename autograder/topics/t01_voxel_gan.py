@@ -37,11 +37,6 @@ def _randn(ctx, *shape, offset: int = 0, scale: float = 1.0, dtype=None):
     return x.to(dtype or torch.float32)
 
 
-def _tensor_or_none(value):
-    torch = _torch()
-    return value.detach() if isinstance(value, torch.Tensor) else None
-
-
 def _stages(ctx, name: str, layer_type: str, *args, x=None) -> dict:
     """Output (C, D, H, W) of every ``layer_type`` module of a fresh model, in call order."""
     torch = _torch()
@@ -53,8 +48,8 @@ def _stages(ctx, name: str, layer_type: str, *args, x=None) -> dict:
         if isinstance(module, kind):
             module.register_forward_hook(lambda m, i, o: seen.append(list(o.shape[1:])))
     with torch.no_grad():
-        out = model(x)
-    return {"stages": seen, "out_shape": list(_tensor_or_none(out).shape) if torch.is_tensor(out) else None}
+        model(x)
+    return {"stages": seen}
 
 
 def _batchnorm_probe(model, x) -> dict:
