@@ -42,7 +42,8 @@ PREIMPORT = ("torch._dynamo", "torch.optim", "torch.nn.functional", "torch.autog
              "bisect", "string", "textwrap", "pprint", "copy", "csv", "json", "pathlib", "itertools", "collections",
              "functools", "operator", "math", "random", "time", "datetime", "re", "typing", "dataclasses", "enum",
              "abc", "contextlib", "warnings", "numbers", "inspect", "tempfile", "glob", "shutil", "struct", "array",
-             "queue", "threading", "logging", "unittest.mock", "einops")
+             "queue", "threading", "logging", "unittest.mock", "zipfile", "encodings.cp437", "encodings.utf_8",
+             "encodings.latin_1", "einops")
 
 
 def _preimport() -> None:

@@ -24,6 +24,9 @@ def write_atomic(path: Path | str, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a notebook or report is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
