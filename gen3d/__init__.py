@@ -46,7 +46,7 @@ import torch
 
 __version__ = "0.1.0"
 
-__all__ = ["device", "seed_everything", "run_mode", "pick", "__version__"]
+__all__ = ["device", "seed_everything", "run_mode", "pick", "output_dir", "__version__"]
 
 _VALID_DEVICES = ("cpu", "cuda", "mps")
 _VALID_MODES = ("smoke", "small", "full")
@@ -95,3 +95,15 @@ def run_mode() -> str:
 def pick(smoke, small, full):
     """Return the argument matching :func:`run_mode` (a config preset chooser for notebooks)."""
     return {"smoke": smoke, "small": small, "full": full}[run_mode()]
+
+
+def output_dir(topic: str):
+    """Where a notebook writes its files (GIFs, meshes): ``$GEN3D_OUTPUT/<topic>`` if set, else
+    ``<repo>/build/outputs/<topic>`` (git-ignored). Never the notebook's own folder: anything beside a
+    solution notebook would be copied into the students' handout."""
+    from pathlib import Path
+
+    root = os.environ.get("GEN3D_OUTPUT") or Path(__file__).resolve().parents[1] / "build" / "outputs"
+    path = Path(root) / topic
+    path.mkdir(parents=True, exist_ok=True)
+    return path

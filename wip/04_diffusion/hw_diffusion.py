@@ -283,11 +283,13 @@ def evaluate_samples(images: torch.Tensor, labels: torch.Tensor, reference: dict
 
 
 # ----------------------------------------------------------------------------- the prior for 05_sds
-def prior_path(image_size: int = 32, root=None) -> Path:
-    """``<data_dir>/priors/diffusion_<size>.pt`` (its config sits next to it as ``.json``)."""
-    from . import data
+def prior_path(image_size: int = 32, root=None, mode: Optional[str] = None) -> Path:
+    """``<data_dir>/priors/diffusion_<size>.pt`` (its config sits next to it as ``.json``); in smoke mode
+    (``mode``, default ``gen3d.run_mode()``) ``diffusion_<size>_smoke.pt``, so CI never overwrites a real prior."""
+    from . import data, run_mode
 
-    return Path(root or data.data_dir()) / "priors" / f"diffusion_{image_size}.pt"
+    suffix = "_smoke" if (mode or run_mode()) == "smoke" else ""
+    return Path(root or data.data_dir()) / "priors" / f"diffusion_{image_size}{suffix}.pt"
 
 
 def _atomic(path: Path, write: Callable) -> None:

@@ -186,3 +186,8 @@ def test_matched_reference_has_the_requested_category_counts():
     assert sorted((picked[:, 0, 0, 0] // 10).long().tolist()) == sorted(labels.tolist())
     with pytest.raises(ValueError, match="category"):
         hw.matched_reference(reference, torch.full((11,), 1))
+
+
+def test_prior_path_keeps_smoke_runs_apart(tmp_path):
+    assert hw.prior_path(32, root=tmp_path, mode="small") == tmp_path / "priors" / "diffusion_32.pt"
+    assert hw.prior_path(64, root=tmp_path, mode="smoke").name == "diffusion_64_smoke.pt"
