@@ -74,7 +74,7 @@ def cmd_handouts(args) -> int:
     from autograder.handouts import HandoutError, run
 
     try:
-        changed = run(check=args.check, force=args.force)
+        changed = run(check=args.check, force=args.force, only=args.topic)
     except HandoutError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -157,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("handouts", help="regenerate assignments/ from solutions/ (nbgrader) and lint")
     p.add_argument("--check", action="store_true", help="only check that the committed handouts are current")
     p.add_argument("--force", action="store_true", help="overwrite handouts even where graded cells were filled in")
+    p.add_argument("--topic", nargs="+", metavar="TOPIC", help="only these topic folders (e.g. 03_vq_prior)")
     p.set_defaults(func=cmd_handouts)
 
     p = sub.add_parser("mutants", help="grade every planted bug and alternative of a topic")

@@ -157,13 +157,20 @@ def filled_in_cells(path: Path) -> list[str]:
 
 
 def run(check: bool = False, solutions: Path = REPO / "solutions", assignments: Path = REPO / "assignments",
-        force: bool = False) -> list[str]:
+        force: bool = False, only: list[str] | None = None) -> list[str]:
     """Regenerate (or, with ``check``, compare) every handout. Returns what changed / is stale.
 
+    ``only`` restricts the run to these topic folders (e.g. ``["03_vq_prior"]``); the orphan check is
+    then skipped, since the other topics are not looked at.
     A handout whose graded cells have been filled in (a student's work) is never overwritten unless
     ``force`` is given: the run stops with an error naming the file and the cells."""
     changed, problems, writes = [], [], []
     folders = topic_folders(solutions)
+    if only:
+        unknown = sorted(set(only) - {f.name for f in folders})
+        if unknown:
+            raise HandoutError(f"no solution folder for {unknown}; topics: {[f.name for f in folders]}")
+        folders = [f for f in folders if f.name in only]
     for folder in folders:
         fresh = generate(folder)
         leaks = solution_lines(folder)
@@ -183,7 +190,7 @@ def run(check: bool = False, solutions: Path = REPO / "solutions", assignments: 
         if extra:
             problems.append(f"assignments/{folder.name} holds files nbgrader did not produce: {extra}")
     orphans = sorted(p.name for p in assignments.iterdir() if p.is_dir() and
-                     p.name not in {f.name for f in folders}) if assignments.is_dir() else []
+                     p.name not in {f.name for f in folders}) if assignments.is_dir() and not only else []
     if orphans:
         problems.append(f"assignments/ has folders with no solution: {orphans}")
     if problems:  # nothing is written unless every handout is clean
