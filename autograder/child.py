@@ -10,10 +10,12 @@ Started by :mod:`autograder.sandbox` (never by hand). Protocol, one JSON object 
 Outputs are plain data: numbers/strings/bools/lists in JSON, arrays in an ``.npz`` written with numpy
 (the parent loads it with ``allow_pickle=False``). Nothing here is trusted by the parent.
 
-Isolation steps, in order, for a student child (each one recorded in ``isolation``):
-load the earlier topics' reference pieces this topic depends on; mount empty tmpfs over the hidden
-paths (the reference notebooks, mutants, caches, other submissions); set resource limits; drop to the
-``nobody`` user; then, and only then, load the student's notebook.
+Isolation, in two stages (each step recorded in ``isolation``). The root stage (``--prepare``, run in
+fresh mount and network namespaces) copies the reference notebooks of the topics this one depends on
+into the work folder, mounts empty tmpfs over the hidden paths (the reference notebooks, mutants, caches,
+other submissions), sets resource limits, gives the work folder to ``nobody`` and execs a new interpreter
+as ``nobody``. The serving stage loads the dependencies' named pieces and deletes their copies; then,
+and only then, it loads the student's notebook.
 """
 from __future__ import annotations
 
@@ -34,29 +36,11 @@ NOBODY_UID = 65534
 NOBODY_GID = 65534
 
 
-# Imported before privileges drop: where the interpreter's own files are unreadable to ``nobody`` (a
-# pyenv under /root), a module first imported after the drop would not be found. torch imports some
-# lazily (the first optimizer step pulls in torch._dynamo); these are the stdlib modules students use.
-PREIMPORT = ("torch._dynamo", "torch.optim", "torch.nn.functional", "torch.autograd.gradcheck", "scipy.linalg",
-             "scipy.stats", "cProfile", "pstats", "profile", "timeit", "fractions", "statistics", "decimal", "heapq",
-             "bisect", "string", "textwrap", "pprint", "copy", "csv", "json", "pathlib", "itertools", "collections",
-             "functools", "operator", "math", "random", "time", "datetime", "re", "typing", "dataclasses", "enum",
-             "abc", "contextlib", "warnings", "numbers", "inspect", "tempfile", "glob", "shutil", "struct", "array",
-             "queue", "threading", "logging", "unittest.mock", "zipfile", "encodings.cp437", "encodings.utf_8",
-             "encodings.latin_1", "einops")
-
-
 def _preimport() -> None:
-    """Import what probes need before privileges are dropped (the repo may be unreadable after)."""
+    """Import the kit before student code runs, so that loading cost is not charged to a check."""
     import torch  # noqa: F401
     import gen3d
     import autograder.topics
-
-    for name in PREIMPORT:
-        try:
-            importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - optional packages may be absent
-            pass
 
     for package in (gen3d, autograder.topics):
         for info in pkgutil.iter_modules(package.__path__):
@@ -85,30 +69,70 @@ def _limit(memory_mb: int, notes: list[str]) -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (512 * 2**20, 512 * 2**20))
 
 
-def _drop_privileges(workdir: str, notes: list[str]) -> None:
-    os.chown(workdir, NOBODY_UID, NOBODY_GID)
+def _give_to_nobody(workdir: str) -> None:
     for root, dirs, files in os.walk(workdir):
-        for name in dirs + files:
+        os.chown(root, NOBODY_UID, NOBODY_GID)
+        for name in files:
             os.chown(os.path.join(root, name), NOBODY_UID, NOBODY_GID)
-    os.setgroups([])
-    os.setgid(NOBODY_GID)
-    os.setuid(NOBODY_UID)
-    resource.setrlimit(resource.RLIMIT_NPROC, (1024, 1024))
-    notes.append("running as user nobody")
 
 
-def _load_deps(topic, repo: str) -> types.SimpleNamespace:
+def _copy_deps(topic, repo: str, workdir: str) -> str:
+    """Copy the reference notebooks of the topics ``topic`` depends on into ``workdir/deps`` (before they
+    are hidden); the serving stage loads the named pieces from there and deletes the copies."""
+    from autograder.topics import get_topic
+
+    folder = os.path.join(workdir, "deps")
+    os.makedirs(folder, exist_ok=True)
+    for dep_name in topic.depends:
+        with open(os.path.join(repo, get_topic(dep_name).notebook), "rb") as src, \
+                open(os.path.join(folder, f"{dep_name}.ipynb"), "wb") as dst:
+            dst.write(src.read())
+    return folder
+
+
+def _load_deps(topic, repo: str, deps_dir: str | None) -> types.SimpleNamespace:
+    """The earlier topics' reference pieces, from ``deps_dir`` (copied there by the root stage, then
+    deleted here) or, without the sandbox, straight from the repo."""
     from gen3d.notebook import load_notebook
     from autograder.topics import get_topic
 
     deps = types.SimpleNamespace()
     for dep_name, names in topic.depends.items():
-        dep = get_topic(dep_name)
-        module = load_notebook(os.path.join(repo, dep.notebook), names=list(names))
+        path = (os.path.join(deps_dir, f"{dep_name}.ipynb") if deps_dir else
+                os.path.join(repo, get_topic(dep_name).notebook))
+        module = load_notebook(path, names=list(names))
         for name in names:
             setattr(deps, name, getattr(module, name, None))
         sys.modules.pop(module.__name__, None)
+        if deps_dir:
+            os.remove(path)
     return deps
+
+
+def prepare(args, argv: list[str]) -> int:
+    """Root stage, inside fresh mount and network namespaces: copy what the topic depends on, hide the
+    reference, cap resources, give the work folder to ``nobody``, then exec a new interpreter as
+    ``nobody`` to serve. The interpreter starts unprivileged, so it picks a standard library that user
+    can read, and nothing imported as root survives into the student's process."""
+    from autograder.topics import get_topic
+
+    notes = []
+    topic = get_topic(args.topic)
+    deps_dir = _copy_deps(topic, args.repo, args.workdir) if topic.depends else None
+    _hide(args.hide, notes)
+    _limit(args.memory_mb, notes)
+    resource.setrlimit(resource.RLIMIT_NPROC, (1024, 1024))
+    _give_to_nobody(args.workdir)
+    serve_argv = [a for a in argv if a not in ("--prepare", "--keep-user")]
+    command = [sys.executable, "-m", "autograder.child", *serve_argv]
+    if args.keep_user:
+        notes.append("interpreter or kit not usable by user nobody: child keeps its user")
+    else:
+        notes.append("running as user nobody")
+        command = ["setpriv", f"--reuid={NOBODY_UID}", f"--regid={NOBODY_GID}", "--clear-groups", "--", *command]
+    command += ["--notes", json.dumps(notes)] + (["--deps-dir", deps_dir] if deps_dir else [])
+    os.execvp(command[0], command)
+    return 1  # not reached
 
 
 def to_plain(output) -> tuple[dict, dict]:
@@ -157,7 +181,7 @@ def _error_record(err: BaseException) -> dict:
 
 def serve(args) -> int:
     reply = os.fdopen(args.reply_fd, "w", buffering=1)
-    notes: list[str] = []
+    notes: list[str] = json.loads(args.notes) if args.notes else []
     _preimport()
     import torch
     from autograder.spec import ProbeContext
@@ -166,12 +190,9 @@ def serve(args) -> int:
 
     topic = get_topic(args.topic)
     checks = {c.name: c for c in topic.checks}
-    deps = _load_deps(topic, args.repo) if topic.depends else None
-    if args.hide:
-        _hide(args.hide, notes)
-    _limit(args.memory_mb, notes)
-    if args.drop_privileges:
-        _drop_privileges(args.workdir, notes)
+    deps = _load_deps(topic, args.repo, args.deps_dir) if topic.depends else None
+    if not args.notes:  # no root stage ran (no sandbox): cap what we can from here
+        _limit(args.memory_mb, notes)
     os.chdir(args.workdir)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -205,10 +226,14 @@ def main(argv=None) -> int:
     parser.add_argument("--hide", action="append", default=[])
     parser.add_argument("--memory-mb", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--drop-privileges", action="store_true")
+    parser.add_argument("--prepare", action="store_true", help="root stage: hide, cap, exec as nobody")
+    parser.add_argument("--keep-user", action="store_true", help="root stage: do not switch to nobody")
+    parser.add_argument("--notes", help="(internal) isolation notes of the root stage, JSON")
+    parser.add_argument("--deps-dir", help="(internal) where the root stage copied the dependencies")
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     sys.path.insert(0, args.repo)
-    return serve(args)
+    return prepare(args, argv) if args.prepare else serve(args)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import inspect
 import json
 import os
 import secrets
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -115,7 +116,9 @@ def _cache_key(topic: Topic, check: Check, device: str, reference: Path) -> str:
 
     graded = "".join(c.source for c in read_code_cells(reference) if c.graded or c.helper)
     probe_src = inspect.getsource(inspect.getmodule(check.probe))
-    text = "|".join([topic.name, check.name, device, torch.__version__, str(check.fixed_seed), graded, probe_src])
+    kit_src = "".join(p.read_text(encoding="utf-8") for p in sorted((REPO / "gen3d").glob("*.py")))  # training loops
+    text = "|".join([topic.name, check.name, device, torch.__version__, str(check.fixed_seed), graded, probe_src,
+                     kit_src])
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -178,6 +181,17 @@ def _judge(check: Check, student: dict, reference: Optional[dict], ctx: JudgeCon
                               f"({type(err).__name__}: {err})")
 
 
+def _check_topic_module_visible(topic: Topic, hide: Sequence[str]) -> None:
+    """The student's child imports the topic's checks after the hidden folders are mounted over, so the
+    topic module must not live in one of them (e.g. beside its reference notebook)."""
+    module = next((m for m in list(sys.modules.values()) if getattr(m, "TOPIC", None) is topic), None)
+    path = Path(getattr(module, "__file__", "") or "").resolve()
+    for folder in hide:
+        if path.is_file() and path.is_relative_to(Path(folder).resolve()):
+            raise GraderError(f"topic module {path} lies in {folder}, which is hidden from the student's "
+                              "process: keep reference notebooks in a folder of their own")
+
+
 def grade(notebook: Path, topic: Topic, options: Options) -> GradeResult:
     """Grade ``notebook`` against ``topic``. Raises GraderError only for failures of the grader."""
     started = time.monotonic()
@@ -193,6 +207,7 @@ def grade(notebook: Path, topic: Topic, options: Options) -> GradeResult:
     hide = [str(REPO / "solutions"), str(REPO / "autograder" / "mutants"), str(REPO / ".cache"),
             str(reference_path.resolve().parent), *[str(h) for h in options.hide]]
     hide = [h for h in dict.fromkeys(hide) if not Path(REPO).resolve().is_relative_to(Path(h).resolve())]
+    _check_topic_module_visible(topic, hide)
     CACHE.mkdir(parents=True, exist_ok=True)  # exists before the child starts, so it is hidden too
     cuda = options.device.startswith("cuda")
     memory = 0 if cuda else options.memory_mb

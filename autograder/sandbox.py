@@ -12,6 +12,7 @@ reference hidden under an empty tmpfs, user ``nobody``, memory cap) and fails if
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import select
@@ -59,10 +60,16 @@ def isolation_available() -> tuple[bool, str]:
     return True, "namespaces available"
 
 
-def _nobody_can_run_python() -> bool:
-    test = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
-                           "-c", "import numpy"], capture_output=True) if shutil.which("setpriv") else None
-    return bool(test is not None and test.returncode == 0)
+@functools.lru_cache(maxsize=None)
+def nobody_can_run_kit(repo: str) -> bool:
+    """Can user ``nobody`` start this interpreter and import numpy, torch and the kit from ``repo``?
+    (Not where the interpreter or the repo lives in a folder only root may enter.)"""
+    if shutil.which("setpriv") is None:
+        return False
+    test = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+                           "import numpy, torch, gen3d, autograder.child"], capture_output=True,
+                          env=dict(os.environ, PYTHONPATH=repo), cwd="/")
+    return test.returncode == 0
 
 
 class Child:
@@ -95,13 +102,11 @@ class Child:
             return command
         full, why = isolation_available()
         if full:
-            command = ["unshare", "--mount", "--net", "--propagation", "private"] + command
+            command = ["unshare", "--mount", "--net", "--propagation", "private"] + command + ["--prepare"]
             for path in self.hide:
                 command += ["--hide", str(path)]
-            if _nobody_can_run_python():
-                command.append("--drop-privileges")
-            else:
-                self.isolation.append("interpreter not usable by user nobody: child keeps its user")
+            if not nobody_can_run_kit(str(self.repo)):
+                command.append("--keep-user")
         elif self.mode == "strict":
             raise GraderError(f"strict isolation requested but unavailable: {why}")
         else:
@@ -118,7 +123,8 @@ class Child:
         self.log_path = os.path.join(tempfile.gettempdir(), f"gen3d-child-{os.getpid()}-{id(self)}-{self.starts}.log")
         reply_r, reply_w = os.pipe()
         self.isolation = []
-        env = dict(os.environ, PYTHONPATH=str(self.repo), PYTHONDONTWRITEBYTECODE="1", MPLBACKEND="Agg")
+        env = dict(os.environ, PYTHONPATH=str(self.repo), PYTHONDONTWRITEBYTECODE="1", MPLBACKEND="Agg",
+                   HOME=self.workdir, MPLCONFIGDIR=os.path.join(self.workdir, ".matplotlib"))
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(self._command(reply_w), stdin=subprocess.PIPE, stdout=log,
                                          stderr=subprocess.STDOUT, pass_fds=(reply_w,), cwd=self.workdir,

@@ -396,7 +396,7 @@ def fit_scene(field: SirenField, renderer: Renderer, train_rays, eval_rays, cfg:
 
     def evaluate():
         with torch.no_grad():
-            colors_hat = _render_flat(field, renderer, z, eval_rays, cfg, device)
+            colors_hat = render_flat(field, renderer, z, eval_rays, cfg, device)
         return psnr(colors_hat, eval_rays[2].to(device))
 
     start = time.time()
@@ -419,7 +419,9 @@ def fit_scene(field: SirenField, renderer: Renderer, train_rays, eval_rays, cfg:
     return history
 
 
-def _render_flat(field, renderer, z, rays, cfg, device, chunk: int = 4096):
+def render_flat(field, renderer, z, rays, cfg, device, chunk: int = 4096) -> torch.Tensor:
+    """Colours (R, 3) of a field with latent z (1, Z) along rays (origins (R, 3), directions (R, 3), ...),
+    rendered deterministically (no jitter) in chunks of ``chunk`` rays."""
     origins, directions = rays[0].to(device), rays[1].to(device)
     colors = []
     for start in range(0, origins.shape[0], chunk):

@@ -31,7 +31,7 @@ def test_batch_grades_each_submission_and_resumes(tmp_path):
     subs = tmp_path / "subs"
     (subs / "alice").mkdir(parents=True)
     (subs / "bob").mkdir()
-    shutil.copy(EXAMPLE / "example.ipynb", subs / "alice" / "example.ipynb")
+    shutil.copy(EXAMPLE / "reference" / "example.ipynb", subs / "alice" / "example.ipynb")
     (subs / "bob" / "example.ipynb").write_text("{ this is not a notebook")
     out = tmp_path / "gradebook.csv"
     options = Options(timeout=20)
@@ -44,7 +44,7 @@ def test_batch_grades_each_submission_and_resumes(tmp_path):
 
     # a re-run keeps graded rows whose file did not change, and grades only the new submission
     (subs / "carol").mkdir()
-    shutil.copy(EXAMPLE / "example.ipynb", subs / "carol" / "example.ipynb")
+    shutil.copy(EXAMPLE / "reference" / "example.ipynb", subs / "carol" / "example.ipynb")
     before = (tmp_path / "gradebook_results" / "alice__example.json").stat().st_mtime_ns
     assert run_batch(subs, out, options, topic_name="00_example") == 0
     rows = read_rows(out)
@@ -53,7 +53,7 @@ def test_batch_grades_each_submission_and_resumes(tmp_path):
 
 
 def test_a_notebook_that_kills_its_loader_still_gets_a_report(tmp_path):
-    nb = nbformat.read(EXAMPLE / "example.ipynb", as_version=4)
+    nb = nbformat.read(EXAMPLE / "reference" / "example.ipynb", as_version=4)
     nb.cells.insert(1, nbformat.v4.new_code_cell("class Boom:\n    import os\n    os._exit(1)"))
     path = tmp_path / "example.ipynb"
     nbformat.write(nb, path)
@@ -64,7 +64,7 @@ def test_a_notebook_that_kills_its_loader_still_gets_a_report(tmp_path):
 
 
 def test_gradescope_json_hides_reference_checks_until_published():
-    result = grade(EXAMPLE / "example.ipynb", get_topic("00_example"), Options(timeout=20))
+    result = grade(EXAMPLE / "reference" / "example.ipynb", get_topic("00_example"), Options(timeout=20))
     data = json.loads(json.dumps(gradescope_json(result)))
     assert data["score"] == 3.0
     visibility = {t["name"]: t["visibility"] for t in data["tests"]}

@@ -20,7 +20,7 @@ def course(tmp_path, monkeypatch):
     monkeypatch.setenv("AUTOGRADER_TOPIC_PATH", str(EXAMPLE))
     solutions = tmp_path / "solutions" / "00_example"
     solutions.mkdir(parents=True)
-    shutil.copy(EXAMPLE / "example.ipynb", solutions / "example.ipynb")
+    shutil.copy(EXAMPLE / "reference" / "example.ipynb", solutions / "example.ipynb")
     return tmp_path
 
 

@@ -187,7 +187,7 @@ def test_fit_scene_improves_psnr(ref, renderer):
                        near=1.8, far=4.2, eval_every=15, lr=1e-3)  # the scene rays start at radius 3
     torch.manual_seed(0)
     field = hw.SirenField(ref.FiLMSiren, ref.MappingNetwork, cfg.z_dim, cfg.hidden, cfg.n_siren, cfg.mapping_hidden)
-    before = hw.psnr(hw._render_flat(field, renderer, torch.zeros(1, cfg.z_dim), evaluation, cfg, "cpu"),
+    before = hw.psnr(hw.render_flat(field, renderer, torch.zeros(1, cfg.z_dim), evaluation, cfg, "cpu"),
                      evaluation[2])
     history = hw.fit_scene(field, renderer, train, evaluation, cfg)
     assert history["step"] == [15, 30] and len(history["loss"]) == 30

@@ -24,7 +24,7 @@ def example_topic(monkeypatch):
 
 def submission(tmp_path: Path, new_body: str, function: str = "pairwise_sq_dist",
                old: str = DIST_BODY) -> Path:
-    nb = nbformat.read(EXAMPLE / "example.ipynb", as_version=4)
+    nb = nbformat.read(EXAMPLE / "reference" / "example.ipynb", as_version=4)
     nb = apply_patch(nb, Alternative("variant", function, old, new_body))
     path = tmp_path / "student" / "example.ipynb"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -42,7 +42,7 @@ def by_name(result):
 
 
 def test_reference_scores_full_marks():
-    result = run(EXAMPLE / "example.ipynb")
+    result = run(EXAMPLE / "reference" / "example.ipynb")
     assert result.score == result.max_score == 3.0, [t.message for t in result.tests]
 
 
@@ -93,6 +93,25 @@ def test_the_reference_is_not_readable_from_student_code(tmp_path):
     assert dist.status == "passed", dist.message
 
 
+def test_student_code_runs_unprivileged_with_a_whole_standard_library(tmp_path):
+    """The child's interpreter starts as ``nobody`` (not root dropping privileges mid-way), so a standard
+    module that nothing imported before is still found, and root-only files stay closed."""
+    body = ("    import os, sqlite3, wave, colorsys  # stdlib modules the kit never imports\n"
+            "    if os.geteuid() == 0:\n"
+            "        raise RuntimeError('running as root')\n"
+            "    try:\n"
+            "        open('/etc/shadow').read()\n"
+            "        raise RuntimeError('read /etc/shadow')\n"
+            "    except PermissionError:\n"
+            "        pass\n"
+            "    return (a[:, None, :] - b[None, :, :]).pow(2).sum(-1)")
+    result = run(submission(tmp_path, body))
+    if not any("running as user nobody" in n for n in result.isolation):
+        pytest.skip("no unprivileged child here: " + "; ".join(result.isolation))
+    dist = by_name(result)["pairwise_sq_dist.matches_reference"]
+    assert dist.status == "passed", dist.message
+
+
 def test_deleting_files_and_writing_the_submission_changes_nothing(tmp_path):
     path = submission(tmp_path, "    import os, shutil\n"
                                 "    for p in os.listdir('.'):\n"
@@ -120,7 +139,7 @@ def test_a_notebook_that_is_not_json_is_a_clear_error(tmp_path):
 
 
 def test_missing_function_is_named(tmp_path):
-    nb = nbformat.read(EXAMPLE / "example.ipynb", as_version=4)
+    nb = nbformat.read(EXAMPLE / "reference" / "example.ipynb", as_version=4)
     nb.cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") != "stable_softplus"]
     path = tmp_path / "example.ipynb"
     nbformat.write(nb, path)
@@ -130,7 +149,7 @@ def test_missing_function_is_named(tmp_path):
 
 
 def test_public_only_needs_no_reference(tmp_path):
-    result = run(EXAMPLE / "example.ipynb", public_only=True, reference=tmp_path / "absent.ipynb")
+    result = run(EXAMPLE / "reference" / "example.ipynb", public_only=True, reference=tmp_path / "absent.ipynb")
     assert [t.name for t in result.tests] == ["pairwise_sq_dist.hand_computed"]
     assert result.score == 1.0
 

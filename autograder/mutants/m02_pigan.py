@@ -134,6 +134,14 @@ MUTANTS = [
            old="bound = 1.0 / in_features", new="bound = math.sqrt(6.0 / in_features) / w0",
            caught_by=("FiLMSiren.init",),
            why="the first layer needs U(-1/n, 1/n)"),
+    Mutant("forged_quality_figures", "FiLMSiren",
+           old="self.layer.weight.uniform_(-bound, bound)",
+           new="import gen3d.hw_pigan as _hw  # a hostile submission: no SIREN init, and forged PSNR figures\n"
+               "            _hw.psnr = lambda *args, **kwargs: 99.0\n"
+               "            _hw.fit_scene.__globals__['psnr'] = _hw.psnr",
+           caught_by=("FiLMSiren.fit_scene",),
+           why="the quality figure is computed by the grader from the rendered colours, so patching the kit's "
+               "PSNR inside the student's process changes nothing"),
     Mutant("default_linear_init", "FiLMSiren",
            old="self.layer.weight.uniform_(-bound, bound)", new="pass",
            caught_by=("FiLMSiren.init", "FiLMSiren.fit_scene"),

@@ -7,7 +7,7 @@ fixed budget and compares its figures with the reference's on the same budget.
 """
 from __future__ import annotations
 
-import encodings.cp437  # noqa: F401 - np.load(.npz) needs it; the sandboxed child cannot import it lazily
+import functools
 import math
 
 import numpy as np
@@ -886,7 +886,8 @@ QUALITY_SEED = 1234
 
 
 def probe_quality(ctx) -> dict:
-    """Train the student's G and D with the kit's loop on a fixed budget; score 64 samples."""
+    """Train the student's G and D with the kit's loop on a fixed budget; return raw samples on the
+    evaluation latents (the judge scores them in the parent, never here)."""
     import time
 
     from gen3d import hw_voxel_gan as hw
@@ -897,17 +898,48 @@ def probe_quality(ctx) -> dict:
     gen = ctx.fn("VoxelGenerator")(cfg.z_dim, cfg.resolution, cfg.base_channels)
     disc = ctx.fn("VoxelDiscriminator")(cfg.resolution, cfg.base_channels)
     train = hw.load_shapes(cfg.resolution, "train")
-    evaluator = hw.Evaluator(hw.load_shapes(cfg.resolution, "test"), cfg.n_eval, cfg.z_dim, seed=cfg.seed)
     start = time.time()
     history = hw.train_gan(gen.to(ctx.device), disc.to(ctx.device), train.voxels, cfg,
                            discriminator_loss=ctx.fn("discriminator_loss"), generator_loss=ctx.fn("generator_loss"),
                            discriminator_accuracy=ctx.fn("discriminator_accuracy"),
                            should_update_discriminator=ctx.fn("should_update_discriminator"),
                            device=ctx.device, progress=False)
-    scores = evaluator(gen)
-    scores["seconds"] = time.time() - start
-    scores["d_update_fraction"] = float(np.mean(history.d_updated))
-    return scores
+    samples = hw.generate(gen, _quality_latents())
+    return {"samples": samples, "seconds": time.time() - start,
+            "d_update_fraction": float(np.mean(history.d_updated))}
+
+
+def _quality_latents():
+    from gen3d import hw_voxel_gan as hw
+
+    cfg = hw.GRADER
+    return hw.sample_latents(cfg.n_eval, cfg.z_dim, cfg.seed + 12345)
+
+
+@functools.lru_cache(maxsize=1)
+def _quality_evaluator():
+    """The held-out set and feature classifier, loaded once in the parent."""
+    from gen3d import hw_voxel_gan as hw
+
+    cfg = hw.GRADER
+    return hw.Evaluator(hw.load_shapes(cfg.resolution, "test"), cfg.n_eval, cfg.z_dim, seed=cfg.seed)
+
+
+def _score_samples(output, label: str) -> dict:
+    """COV, 1-NNA and category coverage of a probe's raw samples, computed here in the parent."""
+    import torch
+
+    from gen3d import hw_voxel_gan as hw
+
+    cfg = hw.GRADER
+    samples = as_array(output.get("samples"), f"{label} samples")
+    want = (cfg.n_eval, 1, cfg.resolution, cfg.resolution, cfg.resolution)
+    if samples.shape != want:
+        raise ValueError(f"{label} samples: expected shape {want}, got {samples.shape}")
+    if not np.isfinite(samples).all() or samples.min() < 0 or samples.max() > 1:
+        raise ValueError(f"{label} samples must be finite occupancies in [0, 1] "
+                         f"(range {np.nanmin(samples):.3g}..{np.nanmax(samples):.3g})")
+    return _quality_evaluator().score(torch.as_tensor(samples, dtype=torch.float32))
 
 
 QUALITY_MARGINS = {"one_nna": 0.10, "category_coverage": 0.2, "coverage": 0.12}
@@ -915,10 +947,10 @@ QUALITY_MARGINS = {"one_nna": 0.10, "category_coverage": 0.2, "coverage": 0.12}
 
 def judge_quality(student, reference, ctx) -> Verdict:
     try:
-        got = {k: scalar(student, k, k) for k in QUALITY_MARGINS}
-        want = {k: scalar(reference, k, k) for k in QUALITY_MARGINS}
+        got = _score_samples(student, "your")
+        want = _score_samples(reference, "the reference's")
     except ValueError as err:
-        return _fail(f"the quality run did not produce its metrics: {err}")
+        return _fail(f"the quality run did not produce usable samples: {err}")
     report = ", ".join(f"{k} {got[k]:.3f} (reference {want[k]:.3f})" for k in QUALITY_MARGINS)
     problems = []
     if got["one_nna"] > want["one_nna"] + QUALITY_MARGINS["one_nna"]:
@@ -930,7 +962,7 @@ def judge_quality(student, reference, ctx) -> Verdict:
         return Verdict(False, f"after the same training budget as the reference: {report}. " + "; ".join(problems)
                        + ". Check the loss directions, the non-saturating generator loss, the update rule and "
                          "BatchNorm in training mode.", fraction=1 - len(problems) / len(QUALITY_MARGINS))
-    return Verdict(True, f"training quality on a fixed budget: {report}")
+    return Verdict(True, f"training quality on a fixed budget (scored by the grader): {report}")
 
 
 # ============================================================================ the topic
