@@ -10,7 +10,7 @@ SUBMISSIONS ?=
 DEVICE ?= auto
 WORKERS ?= 1
 
-.PHONY: all install data handouts check grade report test test-fast bench notebooks clean-data help
+.PHONY: all install data handouts check grade gradescope report test test-fast bench notebooks clean-data help
 
 all: install data handouts report
 
@@ -20,7 +20,8 @@ help:
 	@echo "make data            build the procedural datasets and train the feature networks (data/)"
 	@echo "make handouts        regenerate assignments/ from solutions/ with nbgrader, then lint"
 	@echo "make check NB=path   a student's quick check: the public tests of one notebook"
-	@echo "make grade SUBMISSIONS=dir/   grade a folder of notebooks into reports/gradebook.csv"
+	@echo "make grade SUBMISSIONS=dir/ [WORKERS=4]   grade a class folder into reports/gradebook.csv (+ HTML reports)"
+	@echo "make gradescope      one Gradescope autograder bundle per topic in build/gradescope/"
 	@echo "make test            the kit's whole test suite (what CI runs)"
 	@echo "make bench           benchmarks (timings, memory)"
 
@@ -46,7 +47,11 @@ check: install
 
 grade: install
 	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=dir/"; exit 2; }
-	$(PY) -m autograder batch "$(SUBMISSIONS)" --out reports/gradebook.csv --device $(DEVICE)
+	$(PY) -m autograder batch "$(SUBMISSIONS)" --out reports/gradebook.csv --device $(DEVICE) \
+		--workers $(WORKERS) --html-dir reports/html
+
+gradescope: install
+	$(PY) -m autograder.gradescope build --out build/gradescope
 
 report: install
 	$(PY) -m autograder report --out reports/

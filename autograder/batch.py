@@ -46,42 +46,107 @@ def _write_gradebook(path: Path, rows: dict[str, dict]) -> None:
     write_atomic(path, buffer.getvalue())
 
 
-def run_batch(folder: Path, out: Path, options: Options, topic_name: str = "auto",
-              json_dir: Optional[Path] = None) -> int:
-    from tqdm import tqdm
+def _student_id(path: Path, folder: Path) -> str:
+    return str(path.relative_to(folder).with_suffix(""))
 
+
+def grade_one(path: Path, folder: Path, options: Options, topic_name: str, json_dir: Path,
+              html_dir: Optional[Path]) -> dict:
+    """Grade one submission; write its JSON (and HTML) result; return its gradebook row. A file the grader
+    cannot read costs only this row; a failure of the grader itself (``GraderError``) propagates."""
     from autograder.topics import detect_topic, get_topic
+
+    student = _student_id(path, folder)
+    row = {"student": student, "sha256": _digest(path)}
+    try:
+        topic = detect_topic(path) if topic_name == "auto" else get_topic(topic_name)
+        result = grade(path, topic, options)
+    except KeyError as err:
+        row.update(status=f"unknown topic: {err.args[0]}", score=0, max_score=0)
+        return row
+    except GraderError:
+        raise
+    except Exception as err:  # noqa: BLE001 - an unreadable file is that student's problem
+        row.update(status=f"unreadable: {type(err).__name__}: {err}"[:200], score=0, max_score=0)
+        return row
+    counts = {s: sum(t.status == s for t in result.tests) for s in ("passed", "failed", "error", "timeout")}
+    row.update(topic=result.topic, score=round(result.score, 4), max_score=round(result.max_score, 4),
+               passed=counts["passed"], failed=counts["failed"], errors=counts["error"],
+               timeouts=counts["timeout"], status="graded")
+    stem = student.replace("/", "__")
+    data = result_json(result)
+    write_atomic(json_dir / f"{stem}.json", json.dumps(data, indent=2))
+    if html_dir is not None:
+        from autograder.html_report import write_html
+
+        write_html(data, html_dir / f"{stem}.html")
+    return row
+
+
+def _assign_gpu(counter, gpus: int) -> None:
+    """Worker initialiser: give each worker its own GPU (round robin) before CUDA is initialised."""
+    import os
+
+    with counter.get_lock():
+        index = counter.value
+        counter.value += 1
+    if gpus > 1:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(index % gpus)
+
+
+def _cuda_count(options: Options) -> int:
+    if not options.device.startswith("cuda"):
+        return 0
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def run_batch(folder: Path, out: Path, options: Options, topic_name: str = "auto",
+              json_dir: Optional[Path] = None, workers: int = 1, html_dir: Optional[Path] = None) -> int:
+    """Grade every new or changed submission under ``folder`` with ``workers`` parallel graders (one GPU
+    per worker when several are present and ``options.device`` is cuda); the gradebook ``out`` is
+    rewritten atomically after every submission, so an interrupted run resumes where it stopped."""
+    import concurrent.futures as futures
+    import multiprocessing
+
+    from tqdm import tqdm
 
     if not folder.is_dir():
         print(f"error: {folder}: not a folder", file=sys.stderr)
         return 2
+    if workers < 1:
+        print(f"error: --workers must be at least 1, got {workers}", file=sys.stderr)
+        return 2
     json_dir = json_dir or out.parent / (out.stem + "_results")
     rows = _read_gradebook(out)
-    submissions = find_submissions(folder)
-    options = Options(**{**options.__dict__, "hide": (*options.hide, str(folder.resolve()))})
-    for path in tqdm(submissions, desc="grading", unit="nb"):
-        student = str(path.relative_to(folder).with_suffix(""))
-        digest = _digest(path)
-        if rows.get(student, {}).get("sha256") == digest and rows[student].get("status") == "graded":
-            continue
-        row = {"student": student, "sha256": digest}
-        try:
-            topic = detect_topic(path) if topic_name == "auto" else get_topic(topic_name)
-            result = grade(path, topic, options)
-        except KeyError as err:
-            row.update(status=f"unknown topic: {err.args[0]}", score=0, max_score=0)
-        except GraderError:
-            raise
-        except Exception as err:  # noqa: BLE001 - an unreadable file is that student's problem
-            row.update(status=f"unreadable: {type(err).__name__}: {err}"[:200], score=0, max_score=0)
-        else:
-            counts = {s: sum(t.status == s for t in result.tests) for s in ("passed", "failed", "error", "timeout")}
-            row.update(topic=result.topic, score=round(result.score, 4), max_score=round(result.max_score, 4),
-                       passed=counts["passed"], failed=counts["failed"], errors=counts["error"],
-                       timeouts=counts["timeout"], status="graded")
-            write_atomic(json_dir / f"{student.replace('/', '__')}.json", json.dumps(result_json(result), indent=2))
-        rows[student] = row
-        _write_gradebook(out, rows)
+    options = Options(**{**options.__dict__, "hide": (*options.hide, str(folder.resolve())),
+                         "figures": options.figures or html_dir is not None})
+    pending = [p for p in find_submissions(folder)
+               if not (rows.get(_student_id(p, folder), {}).get("sha256") == _digest(p)
+                       and rows[_student_id(p, folder)].get("status") == "graded")]
+    skipped = len(find_submissions(folder)) - len(pending)
+    progress = tqdm(total=len(pending), desc=f"grading ({workers} worker{'s' * (workers > 1)})", unit="nb")
+    if skipped:
+        progress.write(f"{skipped} unchanged submissions already graded: kept")
+    args = (folder, options, topic_name, json_dir, html_dir)
+    if workers == 1:
+        for path in pending:
+            rows[_student_id(path, folder)] = grade_one(path, *args)
+            _write_gradebook(out, rows)
+            progress.update()
+    else:
+        context = multiprocessing.get_context("spawn")  # CUDA and fork do not mix
+        counter = context.Value("i", 0)
+        with futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_assign_gpu,
+                                         initargs=(counter, _cuda_count(options))) as pool:
+            jobs = {pool.submit(grade_one, path, *args): path for path in pending}
+            for job in futures.as_completed(jobs):
+                row = job.result()  # a GraderError (the grader itself is broken) stops the batch
+                rows[row["student"]] = row
+                _write_gradebook(out, rows)
+                progress.update()
+    progress.close()
     _write_gradebook(out, rows)
     print(f"gradebook: {out} ({len(rows)} submissions)")
     return 0

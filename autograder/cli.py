@@ -26,7 +26,8 @@ def _options(args) -> Options:
             raise GraderError("--device cuda asked for, but CUDA is not available here")
     return Options(device=device, public_only=args.public_only, only=tuple(args.only or ()),
                    timeout=args.timeout, isolation=args.isolation, memory_mb=args.memory_mb,
-                   threads=args.threads, use_cache=not args.no_cache)
+                   threads=args.threads, use_cache=not args.no_cache,
+                   figures=bool(getattr(args, "html", None)))
 
 
 def _add_grading_options(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +60,10 @@ def cmd_grade(args) -> int:
         return 2
     result = grade(notebook, topic, _options(args))
     report.save(result, args.json, args.gradescope)
+    if args.html:
+        from autograder.html_report import write_html
+
+        write_html(report.result_json(result), Path(args.html))
     print(report.table(result))
     return 0
 
@@ -67,7 +72,8 @@ def cmd_batch(args) -> int:
     from autograder.batch import run_batch
 
     return run_batch(Path(args.dir), Path(args.out), _options(args), topic_name=args.topic,
-                     json_dir=Path(args.json_dir) if args.json_dir else None)
+                     json_dir=Path(args.json_dir) if args.json_dir else None, workers=args.workers,
+                     html_dir=Path(args.html_dir) if args.html_dir else None)
 
 
 def cmd_handouts(args) -> int:
@@ -145,12 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_grading_options(p)
     p.add_argument("--json", help="write the JSON result here")
     p.add_argument("--gradescope", help="write a Gradescope results.json here")
+    p.add_argument("--html", help="write a self-contained HTML report (with the checks' figures) here")
     p.set_defaults(func=cmd_grade)
 
     p = sub.add_parser("batch", help="grade every notebook under a folder into a CSV gradebook")
     p.add_argument("dir")
     p.add_argument("--out", required=True, help="gradebook CSV (a re-run resumes it)")
     p.add_argument("--json-dir", help="per-submission JSON results (default: next to the CSV)")
+    p.add_argument("--workers", type=int, default=1, help="parallel graders (one GPU each when several)")
+    p.add_argument("--html-dir", help="also write a per-submission HTML report into this folder")
     _add_grading_options(p)
     p.set_defaults(func=cmd_batch)
 

@@ -37,8 +37,9 @@ def write_atomic(path: Path | str, text: str) -> None:
 def result_json(result: GradeResult) -> dict:
     """The DESIGN.md JSON: {topic, score, max_score, tests: [...]} plus provenance fields."""
     data = result.to_dict()
-    data["tests"] = [{k: t[k] for k in ("name", "function", "kind", "score", "max_score", "status", "message",
-                                        "device", "seconds")} for t in data["tests"]]
+    keys = ("name", "function", "kind", "score", "max_score", "status", "message", "device", "public", "seconds")
+    data["tests"] = [{**{k: t[k] for k in keys}, **({"figures": t["figures"]} if t.get("figures") else {})}
+                     for t in data["tests"]]
     return data
 
 

@@ -106,6 +106,9 @@ class Check:
     cuda_only:       run only where CUDA is available; elsewhere reported ``skipped`` (0 of 0).
     timeout:         seconds for the probe (per side); a student probe over it is ``timeout``.
     fixed_seed:      quality checks train with a fixed seed so the reference's figure can be cached.
+    figure:          optional ``figure(student, reference, ctx) -> [(title, matplotlib Figure), ...]``, run
+                     in the parent on the same plain data as the judge, for the HTML report (e.g. the
+                     student's samples beside the reference's). Never affects the score.
     """
 
     name: str
@@ -118,6 +121,7 @@ class Check:
     cuda_only: bool = False
     timeout: float = 60.0
     fixed_seed: Optional[int] = None
+    figure: Optional[Callable[..., list]] = None
 
     def __post_init__(self):
         if self.kind not in KINDS:

@@ -70,3 +70,28 @@ def test_gradescope_json_hides_reference_checks_until_published():
     visibility = {t["name"]: t["visibility"] for t in data["tests"]}
     assert visibility["pairwise_sq_dist.hand_computed"] == "visible"
     assert visibility["pairwise_sq_dist.matches_reference"] == "after_published"
+
+
+def test_parallel_workers_give_the_same_gradebook_as_one(tmp_path):
+    """Two workers grade a class with a hostile and an unreadable submission: every row matches the
+    one-worker gradebook, and the hostile one costs only its own points."""
+    subs = tmp_path / "subs"
+    for student in ("ann", "ben", "cat", "dan"):
+        (subs / student).mkdir(parents=True)
+    for student in ("ann", "cat"):
+        shutil.copy(EXAMPLE / "reference" / "example.ipynb", subs / student / "example.ipynb")
+    nb = nbformat.read(EXAMPLE / "reference" / "example.ipynb", as_version=4)
+    for cell in nb.cells:
+        if "def pairwise_sq_dist" in cell.source:
+            cell.source = cell.source.replace("diff = a[:, None, :]", "import os; os._exit(7)\n    diff = a[:, None, :]")
+    nbformat.write(nb, subs / "ben" / "example.ipynb")
+    (subs / "dan" / "example.ipynb").write_text("not json")
+    serial, parallel = tmp_path / "serial.csv", tmp_path / "parallel.csv"
+    options = Options(timeout=20)
+    assert run_batch(subs, serial, options, topic_name="00_example") == 0
+    assert run_batch(subs, parallel, options, topic_name="00_example", workers=2) == 0
+    one, two = read_rows(serial), read_rows(parallel)
+    assert set(one) == set(two) == {"ann/example", "ben/example", "cat/example", "dan/example"}
+    for student in one:
+        assert (one[student]["score"], one[student]["status"]) == (two[student]["score"], two[student]["status"])
+    assert float(two["ann/example"]["score"]) == 3.0 and float(two["ben/example"]["score"]) < 3.0

@@ -965,6 +965,18 @@ def judge_quality(student, reference, ctx) -> Verdict:
     return Verdict(True, f"training quality on a fixed budget (scored by the grader): {report}")
 
 
+def figure_quality(student, reference, ctx) -> list:
+    """The student's samples beside the reference's (same latents, same budget) for the HTML report."""
+    from gen3d import viz
+
+    figures = [("your samples (fixed latents, after the grader's training budget)",
+                viz.voxel_grid_figure(as_array(student.get("samples"), "samples")[:16], nrow=8, size=48))]
+    if reference is not None:
+        figures.append(("the reference's samples (same latents, same budget)",
+                        viz.voxel_grid_figure(as_array(reference.get("samples"), "samples")[:16], nrow=8, size=48)))
+    return figures
+
+
 # ============================================================================ the topic
 def _checks() -> list:
     g, d = "VoxelGenerator", "VoxelDiscriminator"
@@ -981,7 +993,7 @@ def _checks() -> list:
         Check(f"{g}.device", g, "device", probe_generator_device, lambda s, r, c: _judge_device(g, s, r, c),
               needs_reference=False),
         Check(f"{g}.quality", g, "quality", probe_quality, judge_quality, points=3.0, timeout=240.0,
-              fixed_seed=QUALITY_SEED),
+              fixed_seed=QUALITY_SEED, figure=figure_quality),
         Check(f"{d}.shape", d, "shape", probe_discriminator_shapes, judge_discriminator_shapes, needs_reference=False),
         Check(f"{d}.downsampling_stages", d, "shape", probe_discriminator_stages, judge_discriminator_stages,
               needs_reference=False),

@@ -811,7 +811,8 @@ def probe_fit_scene(ctx):
     history = hw.fit_scene(field, renderer, train, evaluation, cfg)
     with torch.no_grad():
         colors = hw.render_flat(field, renderer, history["latent"], evaluation, cfg, ctx.device)
-    return {"colors": colors, "seconds": history["seconds"]}
+    return {"colors": colors, "seconds": history["seconds"], "psnr_curve": history["psnr"],
+            "curve_steps": history["step"]}
 
 
 FIT_MARGIN_DB = 1.0
@@ -841,6 +842,22 @@ def judge_fit_scene(student, reference, ctx):
                           f"FiLMSiren + MappingNetwork reached {got:.2f} dB PSNR, the reference {want:.2f} dB "
                           f"(allowed margin {FIT_MARGIN_DB} dB). Suspect the SIREN initialisation or the FiLM "
                           "frequencies.", fraction=max(0.0, min(1.0, 1 - (want - FIT_MARGIN_DB - got) / 5)))
+
+
+def figure_fit_scene(student, reference, ctx) -> list:
+    """Evaluation PSNR over the fit, the submission's against the reference's (curves as each side reported
+    them; the score uses the grader's own PSNR of the final colours)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3))
+    for label, data in (("yours", student), ("reference", reference)):
+        if data is not None and data.get("psnr_curve"):
+            ax.plot(data.get("curve_steps"), data["psnr_curve"], marker="o", label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("eval PSNR (dB)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return [("fitting the analytic scene: evaluation PSNR", fig)]
 
 
 # ----------------------------------------------------------------------------- MappingNetwork
@@ -1166,7 +1183,7 @@ CHECKS = [
            _reference_close("FiLMSiren", "out", "output with given weights", 1e-4, 1e-5), False),
     _check("FiLMSiren.device", "device", _device_probe(_film_device), _judge_device("FiLMSiren"), True),
     _check("FiLMSiren.fit_scene", "quality", probe_fit_scene, judge_fit_scene, False, points=3, timeout=300.0,
-           fixed_seed=FIT_SEED),
+           fixed_seed=FIT_SEED, figure=figure_fit_scene),
 
     _check("MappingNetwork.forward", "value", probe_mapping_forward, judge_mapping_forward, True, points=2),
     _check("MappingNetwork.init", "value", probe_mapping_init, judge_mapping_init, True),
