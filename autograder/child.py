@@ -135,6 +135,31 @@ def prepare(args, argv: list[str]) -> int:
     return 1  # not reached
 
 
+def _forbid(names, student_file: str) -> None:
+    """Wrap each dotted kit function in ``names`` so that a call from the student's code raises
+    ``ForbiddenCall`` (calls from the kit's own loops and the probes still work)."""
+    import functools
+
+    from autograder.spec import ForbiddenCall
+
+    def guarded(qualified, original):
+        @functools.wraps(original)
+        def wrapper(*args, **kwargs):
+            frame = sys._getframe(1)
+            while frame is not None:
+                if student_file in frame.f_code.co_filename:
+                    raise ForbiddenCall(f"your code called {qualified}, the kit's own version of what this "
+                                        "exercise asks you to write: write it yourself")
+                frame = frame.f_back
+            return original(*args, **kwargs)
+        return wrapper
+
+    for qualified in names:
+        module_name, attr = qualified.rsplit(".", 1)
+        module = importlib.import_module(module_name)
+        setattr(module, attr, guarded(qualified, getattr(module, attr)))
+
+
 def to_plain(output) -> tuple[dict, dict]:
     """Split a probe's output dict into (JSON-able values, numpy arrays)."""
     import torch
@@ -193,6 +218,9 @@ def serve(args) -> int:
     deps = _load_deps(topic, args.repo, args.deps_dir) if topic.depends else None
     if not args.notes:  # no root stage ran (no sandbox): cap what we can from here
         _limit(args.memory_mb, notes)
+    if args.guard and topic.forbidden:
+        _forbid(topic.forbidden, os.path.basename(args.notebook))
+        notes.append(f"kit functions closed to student code: {', '.join(topic.forbidden)}")
     os.chdir(args.workdir)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -227,6 +255,7 @@ def main(argv=None) -> int:
     parser.add_argument("--memory-mb", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--prepare", action="store_true", help="root stage: hide, cap, exec as nobody")
+    parser.add_argument("--guard", action="store_true", help="close the topic's forbidden kit functions")
     parser.add_argument("--keep-user", action="store_true", help="root stage: do not switch to nobody")
     parser.add_argument("--notes", help="(internal) isolation notes of the root stage, JSON")
     parser.add_argument("--deps-dir", help="(internal) where the root stage copied the dependencies")

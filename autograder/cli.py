@@ -182,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("topics", help="list the registered topics")
     p.set_defaults(func=cmd_topics)
+
+    from autograder import similarity
+
+    similarity.register(sub)
     return parser
 
 

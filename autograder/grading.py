@@ -214,7 +214,7 @@ def grade(notebook: Path, topic: Topic, options: Options) -> GradeResult:
     cuda = options.device.startswith("cuda")
     memory = 0 if cuda else options.memory_mb
     student = Child(notebook, topic.name, REPO, mode=options.isolation, hide=tuple(hide), memory_mb=memory,
-                    threads=options.threads, watch_rss=cuda)
+                    threads=options.threads, watch_rss=cuda, guard=True)
     reference = Child(reference_path, topic.name, REPO, mode="off", threads=options.threads) if needs_ref else None
     student_dead: Optional[str] = None
     try:

@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 from autograder.grading import GradeResult
@@ -37,6 +38,7 @@ def write_atomic(path: Path | str, text: str) -> None:
 def result_json(result: GradeResult) -> dict:
     """The DESIGN.md JSON: {topic, score, max_score, tests: [...]} plus provenance fields."""
     data = result.to_dict()
+    data["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     keys = ("name", "function", "kind", "score", "max_score", "status", "message", "device", "public", "seconds")
     data["tests"] = [{**{k: t[k] for k in keys}, **({"figures": t["figures"]} if t.get("figures") else {})}
                      for t in data["tests"]]

@@ -77,12 +77,12 @@ class Child:
 
     def __init__(self, notebook: Path, topic: str, repo: Path, *, mode: str = "auto",
                  hide: tuple = (), memory_mb: int = 0, threads: int = 0, startup_timeout: float = 120.0,
-                 watch_rss: bool = False):
+                 watch_rss: bool = False, guard: bool = False):
         if mode not in ("strict", "auto", "off"):
             raise ValueError(f"isolation mode {mode!r}: expected strict, auto or off")
         self.notebook, self.topic, self.repo = Path(notebook), topic, Path(repo)
         self.mode, self.hide, self.memory_mb, self.threads = mode, tuple(hide), memory_mb, threads
-        self.startup_timeout, self.watch_rss = startup_timeout, watch_rss
+        self.startup_timeout, self.watch_rss, self.guard = startup_timeout, watch_rss, guard
         self.proc: Optional[subprocess.Popen] = None
         self.reply_fd: Optional[int] = None
         self.buffer = b""
@@ -98,6 +98,8 @@ class Child:
         command = [sys.executable, "-m", "autograder.child", "--notebook", str(self.workdir_notebook),
                    "--topic", self.topic, "--repo", str(self.repo), "--workdir", self.workdir,
                    "--reply-fd", str(reply_w), "--memory-mb", str(self.memory_mb), "--threads", str(self.threads)]
+        if self.guard:
+            command.append("--guard")
         if self.mode == "off":
             return command
         full, why = isolation_available()

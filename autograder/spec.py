@@ -136,6 +136,10 @@ class Check:
         return not self.needs_reference
 
 
+class ForbiddenCall(RuntimeError):
+    """Student code called a kit function that does the graded function's job."""
+
+
 @dataclass
 class Topic:
     """A graded topic.
@@ -146,6 +150,9 @@ class Topic:
     checks:    the tests.
     depends:   ``{topic_name: [names]}`` of earlier topics' reference pieces given to probes as
                ``ctx.deps`` (graded with the reference versions, so one bug is charged once).
+    forbidden: dotted names of kit functions that do a graded function's job (e.g. the dataset
+               renderer's ``gen3d.render_data.camera_rays`` for 02's ``get_rays``): called from the
+               student's own code they raise :class:`ForbiddenCall`; the kit's loops may still use them.
     """
 
     name: str
@@ -153,6 +160,7 @@ class Topic:
     functions: Sequence[str]
     checks: Sequence[Check]
     depends: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    forbidden: Sequence[str] = ()
 
     def __post_init__(self):
         names = [c.name for c in self.checks]

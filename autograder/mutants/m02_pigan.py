@@ -12,6 +12,13 @@ MUTANTS = [
                "    y_cam = (1 - rows / height * 2) * tan_half * height / width",
            caught_by=("get_rays.projection", "get_rays.reference"),
            why="rays through pixel corners instead of centres"),
+    Mutant("calls_the_kit_renderer", "get_rays",
+           old="    batch = c2w.shape[0]\n",
+           new="    from gen3d.render_data import camera_rays\n"
+               "    return camera_rays(c2w, height, width, fov_degrees)\n"
+               "    batch = c2w.shape[0]\n",
+           caught_by=("get_rays.shape", "get_rays.projection", "get_rays.reference"),
+           why="the kit's dataset renderer is closed to graded code: the exercise is to write it"),
     Mutant("y_flipped", "get_rays",
            old="y_cam = (1 - (rows + 0.5) / height * 2)",
            new="y_cam = ((rows + 0.5) / height * 2 - 1)",

@@ -1208,4 +1208,8 @@ CHECKS = [
     _check("r1_penalty.device", "device", _device_probe(_r1_device), _judge_device("r1_penalty"), True),
 ]
 
-TOPIC = Topic(name="02_pigan", notebook="solutions/02_pigan/pigan.ipynb", functions=FUNCTIONS, checks=CHECKS)
+# the dataset renderer's camera code does what get_rays / look_at_origin / sample_camera_poses ask for
+KIT_CAMERAS = ("gen3d.render_data.camera_rays", "gen3d.render_data.orbit_camera", "gen3d.render_data.look_at",
+               "gen3d.render_data.sample_cameras")
+TOPIC = Topic(name="02_pigan", notebook="solutions/02_pigan/pigan.ipynb", functions=FUNCTIONS, checks=CHECKS,
+              forbidden=KIT_CAMERAS)
