@@ -55,6 +55,7 @@ RUN_AUTOGRADER = """#!/usr/bin/env bash
 ROOT="${GRADESCOPE_ROOT:-/autograder}"
 PY="${GRADESCOPE_PYTHON:-/autograder/venv/bin/python}"
 SOURCE="${GRADESCOPE_SOURCE:-$ROOT/source}"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"  # Gradescope's default machine has half a CPU
 cd "$SOURCE" && PYTHONPATH="$SOURCE" exec "$PY" -m autograder.gradescope run --root "$ROOT"
 """
 
