@@ -75,6 +75,8 @@ class Options:
     hide: Sequence[str] = ()
     reference: Optional[Path] = None
     figures: bool = False             # draw the checks' figures (for the HTML report)
+    keep_reference: bool = False      # keep the (trusted) reference child alive for the next grading of
+                                      # the same topic: the self-proof grades hundreds of mutants
 
 
 def available_devices() -> list[str]:
@@ -215,7 +217,7 @@ def grade(notebook: Path, topic: Topic, options: Options) -> GradeResult:
     memory = 0 if cuda else options.memory_mb
     student = Child(notebook, topic.name, REPO, mode=options.isolation, hide=tuple(hide), memory_mb=memory,
                     threads=options.threads, watch_rss=cuda, guard=True)
-    reference = Child(reference_path, topic.name, REPO, mode="off", threads=options.threads) if needs_ref else None
+    reference = _reference_child(topic, reference_path, options) if needs_ref else None
     student_dead: Optional[str] = None
     try:
         # the reference runs first and exits before the student's child starts: one child at a time keeps
@@ -226,7 +228,8 @@ def grade(notebook: Path, topic: Topic, options: Options) -> GradeResult:
                 if check.needs_reference and device in devices:
                     ref_outputs[check.name, device] = _reference_outputs(
                         reference, topic, check, _check_seed(base_seed, check), device, reference_path, options)
-            reference.close()
+            if not options.keep_reference:
+                reference.close()
         try:
             student.start()
         except ChildStartError as err:
@@ -257,12 +260,30 @@ def grade(notebook: Path, topic: Topic, options: Options) -> GradeResult:
             result.tests.append(test)
     finally:
         student.close()
-        if reference is not None:
+        if reference is not None and not options.keep_reference:
             reference.close()
     result.score = sum(t.score for t in result.tests)
     result.max_score = sum(t.max_score for t in result.tests)
     result.seconds = round(time.monotonic() - started, 2)
     return result
+
+
+_KEPT_REFERENCES: dict = {}
+
+
+def _reference_child(topic: Topic, reference_path: Path, options: Options) -> Child:
+    """A child for the reference (trusted: no sandbox); with ``keep_reference`` one per (topic, notebook,
+    threads) lives on between gradings, until the process exits."""
+    if not options.keep_reference:
+        return Child(reference_path, topic.name, REPO, mode="off", threads=options.threads)
+    key = (topic.name, str(reference_path.resolve()), reference_path.stat().st_mtime_ns, options.threads)
+    if key not in _KEPT_REFERENCES:
+        if not _KEPT_REFERENCES:
+            import atexit
+
+            atexit.register(lambda: [child.close() for child in _KEPT_REFERENCES.values()])
+        _KEPT_REFERENCES[key] = Child(reference_path, topic.name, REPO, mode="off", threads=options.threads)
+    return _KEPT_REFERENCES[key]
 
 
 def _reference_outputs(reference: Child, topic: Topic, check: Check, seed: int, device: str,

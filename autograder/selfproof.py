@@ -33,7 +33,7 @@ def grade_patched(topic_name: str, patch: Mutant | Alternative, options: Options
         path = Path(tmp) / Path(topic.notebook).name
         nbformat.write(nb, path)
         checks = tuple(patch.caught_by) if isinstance(patch, Mutant) else ()
-        opts = Options(**{**options.__dict__, "only": (patch.function,), "checks": checks})
+        opts = Options(**{**options.__dict__, "only": (patch.function,), "checks": checks, "keep_reference": True})
         return grade(path, topic, opts)
 
 
