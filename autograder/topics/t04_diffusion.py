@@ -3,7 +3,37 @@
 Oracles: diffusers' ``DDPMScheduler`` / ``DDIMScheduler`` / ``get_timestep_embedding`` (imported in the
 judges only, in the parent), and closed forms computed here in numpy. Probes build every schedule from
 random betas with :func:`_schedule` so that a bug in ``schedule_from_betas`` is charged there only.
-Quality: a short fixed-seed training of the student's whole pipeline, compared with the reference's.
+Quality: a short fixed-seed training of the student's whole pipeline (16x16 renders, 400 steps, ~20 s on a
+CPU core); the probe returns only raw outputs (DDIM samples and the network's noise predictions on held-out
+renders) and the judge computes the denoising error, the feature Frechet distance and the category accuracy
+with ``gen3d.features`` in the parent, against the reference's figures on the same budget (cached).
+
+Layout (one section per graded function, in notebook order; each section holds its probes and judges, the
+check list at the end wires them together):
+    shared helpers                 trusted schedule tables (_tables/_schedule), the device-check factory
+    normalize_images               uint8 -> [-1, 1]
+    make_beta_schedule             diffusers' betas, Nichol & Dhariwal's closed form
+    schedule_from_betas            diffusers' DDPMScheduler tables, Ho et al. eqs. 4-7
+    q_sample / predict_x0          diffusers' add_noise, moments of q(x_t | x_0), inversion, finite differences
+    timestep_embedding             diffusers' get_timestep_embedding
+    network pieces                 ResBlock and AttentionBlock: shapes, dependence, gradients, reference
+    UNet                           shapes at 8/16/32 px, conditioning (t, label, null token, view)
+    diffusion_loss                 a perfect/zero model, the draws of t and of the label dropout
+    p_sample_step                  diffusers' DDPMScheduler.step, the noise-free last step
+    ddim_step / ddim_timesteps     diffusers' DDIMScheduler.step, determinism + inversion, eta = 1 is DDPM, grids
+    guidance                       classifier_free_guidance and predict_eps at scales 0, 1, s
+    sample                         the exact denoiser of a one-image dataset, determinism, reference runs
+    quality                        the short training run (probe: raw outputs; judge: every figure)
+    the topic                      CHECKS and TOPIC
+
+The issue's planted bugs and the checks that catch them (mutants in autograder/mutants/m04_diffusion.py):
+alphas instead of alphas_cumprod (schedule_from_betas.oracle, q_sample.oracle), t off by one
+(q_sample.oracle, p_sample_step.oracle, sample.exact_denoiser), sqrt missing (q_sample.statistics,
+predict_x0.inverts_q_sample, schedule_from_betas.oracle), wrong posterior variance (schedule_from_betas.oracle),
+noise added at the last step (p_sample_step.last_step), guidance the wrong way round
+(classifier_free_guidance.values), time embedding ignored (ResBlock.depends_on_emb, UNet.conditioning), data
+not scaled to [-1, 1] (normalize_images.values), a DDIM grid that never visits the last timestep
+(ddim_timesteps.grid).
 """
 from __future__ import annotations
 
@@ -42,7 +72,8 @@ def _tables(betas) -> dict:
     var = b * (1 - abp) / (1 - ab)
     return {"betas": b, "alphas": a, "alphas_cumprod": ab, "alphas_cumprod_prev": abp, "posterior_variance": var,
             "posterior_log_variance_clipped": np.log(np.concatenate([var[1:2], var[1:]])),
-            "posterior_mean_coef1": b * np.sqrt(abp) / (1 - ab), "posterior_mean_coef2": (1 - abp) * np.sqrt(a) / (1 - ab)}
+            "posterior_mean_coef1": b * np.sqrt(abp) / (1 - ab),
+            "posterior_mean_coef2": (1 - abp) * np.sqrt(a) / (1 - ab)}
 
 
 def _schedule(betas, device="cpu"):
@@ -137,7 +168,8 @@ def _diffusers_betas(kind: str, T: int) -> np.ndarray:
     from diffusers import DDPMScheduler
 
     name = {"linear": "linear", "cosine": "squaredcos_cap_v2"}[kind]
-    return DDPMScheduler(num_train_timesteps=T, beta_schedule=name, beta_start=1e-4, beta_end=0.02).betas.double().numpy()
+    scheduler = DDPMScheduler(num_train_timesteps=T, beta_schedule=name, beta_start=1e-4, beta_end=0.02)
+    return scheduler.betas.double().numpy()
 
 
 def _judge_betas_oracle(student, reference, ctx):
@@ -396,7 +428,8 @@ def _judge_embedding_shape(student, reference, ctx):
     verdicts = [expect_shape(student, f"d{d}", (3, d), f"timestep_embedding(t (3,), dim={d})") for d in (4, 5, 64)]
     dtypes = student.get("dtypes") or ["?", "?"]
     if dtypes != ["torch.float32", "torch.float64"]:
-        verdicts.append(_fails("timestep_embedding", f"integer t must give float32 and float64 t float64; got {dtypes}"))
+        verdicts.append(_fails("timestep_embedding",
+                               f"integer t must give float32 and float64 t float64; got {dtypes}"))
     return all_of(*verdicts)
 
 
@@ -607,8 +640,9 @@ def _probe_unet_depends(ctx):
 
 
 def _judge_unet_depends(student, reference, ctx):
-    verdict = _judge_depends("UNet", {"d_t": "the timestep t", "d_label": "the category label",
-                                      "d_null": "a label 0 to NULL_LABEL (-1) (the null token needs its own embedding row)", "d_view": "the view"})(student, None, ctx)
+    what = {"d_t": "the timestep t", "d_label": "the category label",
+            "d_null": "a label 0 to NULL_LABEL (-1) (the null token needs its own embedding row)", "d_view": "the view"}
+    verdict = _judge_depends("UNet", what)(student, None, ctx)
     if not verdict.passed:
         return verdict
     if not scalar(student, "none_vs_null", "cond=None vs null labels") < 1e-5:
@@ -912,7 +946,8 @@ def _probe_ddim_inverts(ctx):
     x = torch.randn(2, 3, 4, 4, generator=ctx.generator(2), dtype=torch.float64)
     eps = torch.randn(2, 3, 4, 4, generator=ctx.generator(3), dtype=torch.float64)
     fn = ctx.fn("ddim_step")
-    t, s = int(torch.randint(50, 100, (1,), generator=ctx.generator(4))), int(torch.randint(0, 50, (1,), generator=ctx.generator(5)))
+    t = int(torch.randint(50, 100, (1,), generator=ctx.generator(4)))
+    s = int(torch.randint(0, 50, (1,), generator=ctx.generator(5)))
     z1, z2 = (torch.randn(2, 3, 4, 4, generator=ctx.generator(k), dtype=torch.float64) for k in (6, 7))
     down = fn(eps, x.clone(), t, s, sched, 0.0, z1, False)
     again = fn(eps, x.clone(), t, s, sched, 0.0, z2, False)
@@ -947,7 +982,8 @@ def _judge_ddim_eta_one(student, reference, ctx):
     t = int(student["t"])
     x, eps, z = (as_array(student.get(k), k) for k in ("x", "eps", "z"))
     x0 = (x - math.sqrt(1 - tab["alphas_cumprod"][t]) * eps) / math.sqrt(tab["alphas_cumprod"][t])
-    want = tab["posterior_mean_coef1"][t] * x0 + tab["posterior_mean_coef2"][t] * x + np.sqrt(tab["posterior_variance"][t]) * z
+    mean = tab["posterior_mean_coef1"][t] * x0 + tab["posterior_mean_coef2"][t] * x
+    want = mean + np.sqrt(tab["posterior_variance"][t]) * z
     return expect_close(student, {"out": want}, "out", "ddim_step(t -> t - 1, eta = 1) = DDPM's posterior step",
                         rtol=1e-6, atol=1e-9, hint="sigma = eta sqrt((1 - a_prev)/(1 - a_t)) sqrt(1 - a_t/a_prev) "
                                                    "(DDIM eq. 16): at eta = 1 it is sqrt(beta_tilde_t).")
@@ -1069,9 +1105,12 @@ def _judge_predict_eps(student, reference, ctx):
     u, c = as_array(student.get("want_u"), "uncond"), as_array(student.get("want_c"), "cond")
     hint = ("The unconditional prediction uses the same x_t, t and view with every label set to NULL_LABEL; "
             "combine with classifier_free_guidance(eps_uncond, eps_cond, s).")
-    return all_of(expect_close(student, {"s1": c}, "s1", "predict_eps(guidance_scale=1) = model(x_t, t, cond)", hint=hint),
-                  expect_close(student, {"s0": u}, "s0", "predict_eps(guidance_scale=0) = model with null labels", hint=hint),
-                  expect_close(student, {"ss": u + s * (c - u)}, "ss", f"predict_eps(guidance_scale={s:.3f})", hint=hint),
+    return all_of(expect_close(student, {"s1": c}, "s1", "predict_eps(guidance_scale=1) = model(x_t, t, cond)",
+                               hint=hint),
+                  expect_close(student, {"s0": u}, "s0", "predict_eps(guidance_scale=0) = model with null labels",
+                               hint=hint),
+                  expect_close(student, {"ss": u + s * (c - u)}, "ss", f"predict_eps(guidance_scale={s:.3f})",
+                               hint=hint),
                   expect_close(student, {"int_t": student.get("want_int")}, "int_t", "predict_eps with a python-int t",
                                hint="An int t means the same timestep for the whole batch: a (B,) long tensor."),
                   expect_close(student, {"none": student.get("want_none")}, "none", "predict_eps with cond=None",
@@ -1203,7 +1242,8 @@ def _judge_sample_device(student, reference, ctx):
 
 # ----------------------------------------------------------------------------- quality
 QUALITY = dict(size=16, base_channels=16, channel_mults=(1, 2), attn_levels=(1,), T=200, steps=400, batch=32,
-               lr=2e-3, samples_per_class=16, ddim_steps=15, guidance=2.0, eval_images=256, eval_t=(5, 30, 80, 140, 190))
+               lr=2e-3, samples_per_class=16, ddim_steps=15, guidance=2.0, eval_images=256,
+               eval_t=(5, 30, 80, 140, 190))
 
 
 def _cosine_betas(T: int) -> np.ndarray:
@@ -1246,14 +1286,16 @@ def _probe_quality(ctx):
     model = ns.UNet(**cfg.unet_kwargs(num_classes))
     result = hw.train_diffusion(model, ns.diffusion_loss, train, schedule, cfg, ctx.device, progress=False)
     ema = result["ema"]
-    cond = hw.sample_conditions(train, num_classes, q["samples_per_class"], ctx.device, torch.Generator().manual_seed(1))
+    cond = hw.sample_conditions(train, num_classes, q["samples_per_class"], ctx.device,
+                                torch.Generator().manual_seed(1))
     shape = (len(cond["label"]), 3, q["size"], q["size"])
     samples = ns.sample(ema, shape, schedule.to(ctx.device), cond, sampler="ddim", steps=q["ddim_steps"],
                         guidance_scale=q["guidance"], generator=torch.Generator().manual_seed(2))
     # denoising predictions on held-out renders noised with the trusted cosine forward process
     _, _, x0 = _held_out(q["size"], q["eval_images"])
     ab = torch.tensor(np.cumprod(1 - _cosine_betas(q["T"])), dtype=torch.float32)
-    null = {"label": torch.full((len(x0),), NULL, device=ctx.device), "view": torch.zeros(len(x0), 2, device=ctx.device)}
+    null = {"label": torch.full((len(x0),), NULL, device=ctx.device),
+            "view": torch.zeros(len(x0), 2, device=ctx.device)}
     eps = []
     with torch.no_grad():
         for k, t in enumerate(q["eval_t"]):
@@ -1287,10 +1329,14 @@ def _judge_quality(student, reference, ctx):
               f"category accuracy {mine['accuracy']:.2f} (reference {ref['accuracy']:.2f})")
     if not mine["eval_loss"] <= ref["eval_loss"] * 1.1 + 0.005:
         return _fails("UNet + diffusion_loss", f"the trained network denoises held-out renders worse than the "
-                      f"reference: {report}. Check the data range, the loss target (the noise), q_sample and the U-Net.")
+                      f"reference: {report}. Check the data range, the loss target (the noise), q_sample and "
+                      "the U-Net.")
     if not mine["fid"] <= ref["fid"] * 1.3 + 5.0:
         return _fails("sample", f"the samples are further from the data than the reference's: {report}. "
                                 "Check the sampler and the guidance.")
+    if not mine["accuracy"] >= ref["accuracy"] - 0.2:
+        return _fails("sample", f"the samples show the requested category less often than the reference's: "
+                                f"{report}. Check the label conditioning, the null token and the guidance direction.")
     return Verdict(True, f"quality on a par with the reference: {report}")
 
 
@@ -1360,7 +1406,8 @@ _PUB = dict(needs_reference=False)
 CHECKS = [
     Check("normalize_images.values", "normalize_images", "value", _probe_normalize, _judge_normalize, **_PUB),
     _ref_check("normalize_images.reference", "normalize_images", _probe_normalize, ["out"], "v / 127.5 - 1"),
-    Check("normalize_images.device", "normalize_images", "device", _probe_normalize_device, _judge_normalize_device, **_PUB),
+    Check("normalize_images.device", "normalize_images", "device", _probe_normalize_device, _judge_normalize_device,
+          **_PUB),
 
     Check("make_beta_schedule.oracle", "make_beta_schedule", "value", _probe_betas_oracle, _judge_betas_oracle, **_PUB),
     Check("make_beta_schedule.closed_form", "make_beta_schedule", "value", _probe_betas_closed_form,
@@ -1368,7 +1415,8 @@ CHECKS = [
     _ref_check("make_beta_schedule.reference", "make_beta_schedule", _probe_betas_ref, ["linear", "cosine"], "",
                rtol=1e-6, atol=1e-9),
 
-    Check("schedule_from_betas.oracle", "schedule_from_betas", "value", _probe_schedule, _judge_schedule_oracle, **_PUB),
+    Check("schedule_from_betas.oracle", "schedule_from_betas", "value", _probe_schedule, _judge_schedule_oracle,
+          **_PUB),
     Check("schedule_from_betas.identities", "schedule_from_betas", "value", _probe_schedule, _judge_schedule_identities,
           **_PUB),
     _ref_check("schedule_from_betas.reference", "schedule_from_betas", _probe_schedule, [f"s_{k}" for k in _FIELDS], "",
@@ -1381,7 +1429,8 @@ CHECKS = [
     _ref_check("q_sample.reference", "q_sample", _probe_q_sample, ["out"], ""),
     _device("q_sample", _run_q_device),
 
-    Check("timestep_embedding.oracle", "timestep_embedding", "value", _probe_embedding, _judge_embedding_oracle, **_PUB),
+    Check("timestep_embedding.oracle", "timestep_embedding", "value", _probe_embedding, _judge_embedding_oracle,
+          **_PUB),
     Check("timestep_embedding.shape", "timestep_embedding", "shape", _probe_embedding_shape, _judge_embedding_shape,
           **_PUB),
     _ref_check("timestep_embedding.reference", "timestep_embedding", _probe_embedding, ["even", "odd", "float"], "",
@@ -1403,10 +1452,12 @@ CHECKS = [
     Check("AttentionBlock.mixing", "AttentionBlock", "value", _probe_attention_mixing, _judge_attention_mixing, **_PUB),
     Check("AttentionBlock.gradients", "AttentionBlock", "gradient", _probe_attention_grads,
           _judge_grads("AttentionBlock"), **_PUB),
-    _ref_check("AttentionBlock.reference", "AttentionBlock", _probe_attention_ref, ["h1_out", "h1_dx", "h4_out", "h4_dx"],
+    _ref_check("AttentionBlock.reference", "AttentionBlock", _probe_attention_ref,
+               ["h1_out", "h1_dx", "h4_out", "h4_dx"],
                "softmax(q^T k / sqrt(d)) over the keys, per head; out = x + proj(attention output).",
                rtol=1e-4, atol=1e-5),
-    _device("AttentionBlock", _run_block_device("AttentionBlock", lambda cls: (cls(16, 2), (torch.randn(2, 16, 4, 4),)))),
+    _device("AttentionBlock", _run_block_device("AttentionBlock",
+                                                lambda cls: (cls(16, 2), (torch.randn(2, 16, 4, 4),)))),
 
     Check("UNet.shape", "UNet", "shape", _probe_unet_shape, _judge_unet_shape, **_PUB),
     Check("UNet.conditioning", "UNet", "value", _probe_unet_depends, _judge_unet_depends, **_PUB),

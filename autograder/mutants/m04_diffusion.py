@@ -100,12 +100,15 @@ MUTANTS = [
     M("unet_no_middle", "UNet", "        h = self.mid(h, emb)\n", "", ("UNet.gradients", "UNet.reference"),
       "the middle block is skipped"),
     # ---------------------------------------------------------------- diffusion_loss
-    M("loss_t_never_zero", "diffusion_loss", "t = randint(schedule.num_timesteps, (batch,), generator, device=x0.device)",
+    M("loss_t_never_zero", "diffusion_loss",
+      "t = randint(schedule.num_timesteps, (batch,), generator, device=x0.device)",
       "t = randint(schedule.num_timesteps - 1, (batch,), generator, device=x0.device) + 1",
       ("diffusion_loss.draws",), "t in 1..T-1 (1-based habit)"),
-    M("loss_target_x0", "diffusion_loss", "F.mse_loss(model(x_t, t, cond), noise)", "F.mse_loss(model(x_t, t, cond), x0)",
+    M("loss_target_x0", "diffusion_loss", "F.mse_loss(model(x_t, t, cond), noise)",
+      "F.mse_loss(model(x_t, t, cond), x0)",
       ("diffusion_loss.perfect_model",), "regresses the clean image"),
-    M("loss_dropout_inverted", "diffusion_loss", "torch.where(drop, torch.full_like(cond[\"label\"], NULL_LABEL), cond[\"label\"])",
+    M("loss_dropout_inverted", "diffusion_loss",
+      "torch.where(drop, torch.full_like(cond[\"label\"], NULL_LABEL), cond[\"label\"])",
       "torch.where(drop, cond[\"label\"], torch.full_like(cond[\"label\"], NULL_LABEL))", ("diffusion_loss.draws",),
       "keeps the label with probability p_uncond"),
     M("loss_cond_in_place", "diffusion_loss", "cond = {**cond, \"label\": label}", "cond[\"label\"] = label",
@@ -128,16 +131,16 @@ MUTANTS = [
       ("p_sample_step.oracle",), "sigma^2 used as sigma"),
     M("p_step_no_clip", "p_sample_step", "x0_hat = x0_hat.clamp(-1, 1)", "x0_hat = x0_hat",
       ("p_sample_step.oracle",), "clip_denoised ignored"),
-    M("p_step_coefs_swapped", "p_sample_step",
-      "extract(schedule.posterior_mean_coef1, t, x_t) * x0_hat + extract(schedule.posterior_mean_coef2, t, x_t) * x_t",
-      "extract(schedule.posterior_mean_coef1, t, x_t) * x_t + extract(schedule.posterior_mean_coef2, t, x_t) * x0_hat",
+    M("p_step_coefs_swapped", "p_sample_step", "mean = coef1 * x0_hat + coef2 * x_t",
+      "mean = coef1 * x_t + coef2 * x0_hat",
       ("p_sample_step.oracle", "p_sample_step.last_step"), "coefficients on the wrong terms"),
     M("p_step_t_off_by_one", "p_sample_step", "x0_hat = predict_x0(x_t, t, eps, schedule)",
       "x0_hat = predict_x0(x_t, t - 1, eps, schedule)", ("p_sample_step.oracle",), "x0 predicted at t - 1"),
     # ---------------------------------------------------------------- ddim_step
     M("ddim_final_alpha_zero", "ddim_step", "alpha_bar_prev = torch.ones_like(alpha_bar)",
       "alpha_bar_prev = torch.zeros_like(alpha_bar)", ("ddim_step.oracle",), "alpha_bar_{-1} = 0: ends in noise"),
-    M("ddim_sigma_squared", "ddim_step", "* (1 - alpha_bar / alpha_bar_prev)).sqrt()", "* (1 - alpha_bar / alpha_bar_prev))",
+    M("ddim_sigma_squared", "ddim_step", "* (1 - alpha_bar / alpha_bar_prev)).sqrt()",
+      "* (1 - alpha_bar / alpha_bar_prev))",
       ("ddim_step.oracle", "ddim_step.eta_one_is_ddpm"), "sigma^2 used as sigma"),
     M("ddim_direction_ignores_sigma", "ddim_step", "(1 - alpha_bar_prev - sigma ** 2).sqrt() * eps",
       "(1 - alpha_bar_prev).sqrt() * eps", ("ddim_step.oracle", "ddim_step.eta_one_is_ddpm"),
@@ -176,7 +179,8 @@ MUTANTS = [
       "classifier_free_guidance(eps_cond, eps_uncond, guidance_scale)", ("predict_eps.guidance",),
       "uncond and cond swapped"),
     # ---------------------------------------------------------------- sample
-    M("sample_skips_t0", "sample", "range(schedule.num_timesteps - 1, -1, -1)", "range(schedule.num_timesteps - 1, 0, -1)",
+    M("sample_skips_t0", "sample", "range(schedule.num_timesteps - 1, -1, -1)",
+      "range(schedule.num_timesteps - 1, 0, -1)",
       ("sample.exact_denoiser",), "t off by one: the last denoising step is never taken"),
     M("sample_ddim_no_final_jump", "sample", "zip(grid, grid[1:] + [-1])", "zip(grid[:-1], grid[1:])",
       ("sample.exact_denoiser",), "stops at t = 0 without the jump to the clean image"),
@@ -196,7 +200,8 @@ ALTERNATIVES = [
       "posterior_variance = 1 / (1 / (1 - alphas_cumprod_prev) + alphas / betas)",
       "beta_tilde as the harmonic combination of the two Gaussians' precisions (1/inf = 0 at t = 0)"),
     A("cosine_via_alpha_bar_table", "make_beta_schedule", "betas = 1 - alpha_bar[1:] / alpha_bar[:-1]",
-      "alpha_bar = alpha_bar / alpha_bar[0]\n    betas = 1 - torch.exp(torch.log(alpha_bar[1:]) - torch.log(alpha_bar[:-1]))",
+      "alpha_bar = alpha_bar / alpha_bar[0]\n"
+      "    betas = 1 - torch.exp(torch.log(alpha_bar[1:]) - torch.log(alpha_bar[:-1]))",
       "ratio through logs of the normalised alpha_bar"),
     A("embedding_power", "timestep_embedding", "freqs = torch.exp(-math.log(max_period) * exponents)",
       "freqs = max_period ** (-exponents)", "10000^(-i/(h-1)) written as a power"),
@@ -210,19 +215,23 @@ ALTERNATIVES = [
       "                                             v.transpose(-1, -2)).transpose(-1, -2)\n",
       "PyTorch's fused attention"),
     A("p_step_eps_form_mean", "p_sample_step",
-      "    mean = extract(schedule.posterior_mean_coef1, t, x_t) * x0_hat + extract(schedule.posterior_mean_coef2, t, x_t) * x_t\n",
+      "    mean = coef1 * x0_hat + coef2 * x_t\n",
       "    alpha_bar = extract(schedule.alphas_cumprod, t, x_t)\n"
       "    beta = extract(schedule.betas, t, x_t)\n"
-      "    eps_hat = (x_t - alpha_bar.sqrt() * x0_hat) / (1 - alpha_bar).sqrt()\n"
-      "    mean = (x_t - beta / (1 - alpha_bar).sqrt() * eps_hat) / (1 - beta).sqrt()\n",
-      "Ho eq. 11 with eps re-derived from the (clipped) x0_hat"),
+      "    one_minus_alpha_bar = extract(1 - schedule.alphas_cumprod, t, x_t)\n"
+      "    eps_hat = (x_t - alpha_bar.sqrt() * x0_hat) / one_minus_alpha_bar.sqrt()\n"
+      "    mean = (x_t - beta / one_minus_alpha_bar.sqrt() * eps_hat) / (1 - beta).sqrt()\n",
+      "Ho eq. 11 with eps re-derived from the (clipped) x0_hat; 1 - alpha_bar taken from the float64 table "
+      "(in float32, 1 - alpha_bar_0 loses ~3 digits when beta_0 ~ 1e-4 and the t = 0 step misses the "
+      "oracle's 1e-4 tolerance)"),
     A("p_step_std_from_variance", "p_sample_step",
       "    log_variance = extract(schedule.posterior_log_variance_clipped, t, x_t)\n"
       "    return mean + torch.exp(0.5 * log_variance) * noise\n",
       "    return mean + extract(schedule.posterior_variance, t, x_t).sqrt() * noise\n",
       "sqrt(beta_tilde) directly (equal for t > 0)"),
     A("ddim_inline_x0", "ddim_step", "x0_hat = predict_x0(x_t, t, eps, schedule)",
-      "x0_hat = (x_t - (1 - extract(schedule.alphas_cumprod, t, x_t)).sqrt() * eps) / extract(schedule.alphas_cumprod, t, x_t).sqrt()",
+      "x0_hat = (x_t - (1 - extract(schedule.alphas_cumprod, t, x_t)).sqrt() * eps)"
+      " / extract(schedule.alphas_cumprod, t, x_t).sqrt()",
       "x0_hat written out"),
     A("ddim_grid_float32_round", "ddim_timesteps",
       "torch.linspace(num_timesteps - 1, 0, steps, dtype=torch.float64).round().long()",
