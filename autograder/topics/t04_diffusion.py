@@ -1340,6 +1340,19 @@ def _judge_quality(student, reference, ctx):
     return Verdict(True, f"quality on a par with the reference: {report}")
 
 
+def _figure_quality(student, reference, ctx) -> list:
+    """The student's samples beside the reference's (same budget, same noise) for the HTML report."""
+    from gen3d import viz
+
+    figures = []
+    for who, data in (("your", student), ("the reference's", reference)):
+        if data is not None:
+            images = _t(as_array(data.get("samples"), "samples")).float()  # (5 x 16, 3, 16, 16)
+            figures.append((f"{who} samples after {QUALITY['steps']} training steps (one row per category)",
+                            viz.image_grid(images, nrow=16, value_range=(-1.0, 1.0), scale=2.0)))
+    return figures
+
+
 # ----------------------------------------------------------------------------- the topic
 def _fn(ctx_holder, name):
     return lambda: ctx_holder["ctx"].fn(name)
@@ -1467,7 +1480,7 @@ CHECKS = [
                "activation, middle, decoder popping them.", rtol=1e-4, atol=1e-5),
     _device("UNet", _run_unet_device),
     Check("UNet.quality", "UNet", "quality", _probe_quality, _judge_quality, points=3.0, timeout=480.0,
-          fixed_seed=QUALITY_SEED),
+          fixed_seed=QUALITY_SEED, figure=_figure_quality),
 
     Check("diffusion_loss.perfect_model", "diffusion_loss", "value", _probe_loss_perfect, _judge_loss_perfect, **_PUB),
     Check("diffusion_loss.draws", "diffusion_loss", "value", _probe_loss_draws, _judge_loss_draws, **_PUB),
