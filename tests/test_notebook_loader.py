@@ -10,7 +10,7 @@ import pytest
 
 from gen3d.notebook import NotebookError, load_notebook, require
 
-EXAMPLE = Path(__file__).resolve().parent / "fixtures" / "example_topic" / "example.ipynb"
+EXAMPLE = Path(__file__).resolve().parent / "fixtures" / "example_topic" / "reference" / "example.ipynb"
 NAMES = ["pairwise_sq_dist", "stable_softplus"]
 
 
