@@ -648,7 +648,10 @@ def judge_acc_cases(student, reference, ctx) -> Verdict:
 
 
 def probe_acc_reference(ctx) -> dict:
-    real, fake = _random_logits(ctx, 64, 5), _random_logits(ctx, 64, 6)
+    # shifted apart (a half-trained D), so the accuracy is far from 1/2 and a flipped rule (1 - accuracy)
+    # can never agree with the reference by chance
+    real = [x + 3.0 for x in _random_logits(ctx, 64, 5)]
+    fake = [x - 3.0 for x in _random_logits(ctx, 64, 6)]
     torch = _torch()
     return {"acc": _float_or_none(ctx.fn("discriminator_accuracy")(torch.tensor(real), torch.tensor(fake)))}
 
@@ -810,8 +813,12 @@ def judge_interp_geometry(student, reference, ctx) -> Verdict:
 
 
 def probe_interp_parallel(ctx) -> dict:
+    torch = _torch()
     z0 = _randn(ctx, 16, offset=7)
-    return {"z0": z0, "same": _interp(ctx, z0, z0.clone(), 5, "slerp"), "double": _interp(ctx, z0, 2 * z0, 5, "slerp")}
+    exact = torch.full((16,), 0.5)  # cos W is exactly 1 in float32 here, so sin W is exactly 0
+    return {"z0": z0, "same": _interp(ctx, z0, z0.clone(), 5, "slerp"), "double": _interp(ctx, z0, 2 * z0, 5, "slerp"),
+            "exact": exact, "exact_same": _interp(ctx, exact, exact.clone(), 5, "slerp"),
+            "exact_double": _interp(ctx, exact, 2 * exact, 5, "slerp")}
 
 
 def judge_interp_parallel(student, reference, ctx) -> Verdict:
@@ -819,9 +826,11 @@ def judge_interp_parallel(student, reference, ctx) -> Verdict:
         z0 = np.asarray(student["z0"], np.float64)
         same = as_array(student.get("same"), "slerp(z, z)").astype(np.float64)
         double = as_array(student.get("double"), "slerp(z, 2z)").astype(np.float64)
+        exact = [as_array(student.get(k), f"slerp of exactly parallel latents ({k})") for k in ("exact_same",
+                                                                                              "exact_double")]
     except (KeyError, ValueError) as err:
         return _fail(str(err))
-    if not (np.isfinite(same).all() and np.isfinite(double).all()):
+    if not (np.isfinite(same).all() and np.isfinite(double).all() and all(np.isfinite(e).all() for e in exact)):
         return _fail("interpolate_latents(z, z, mode='slerp') (or z -> 2z) gave NaN/inf: sin W = 0 for parallel "
                      "latents; fall back to lerp where sin W < SLERP_EPS, and clamp cos W to [-1, 1].")
     t = np.linspace(0, 1, 5)[:, None]
