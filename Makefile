@@ -10,7 +10,7 @@ SUBMISSIONS ?=
 DEVICE ?= auto
 WORKERS ?= 1
 
-.PHONY: all install data handouts check grade gradescope report test test-fast bench notebooks clean-data help
+.PHONY: all install data priors handouts check grade gradescope report test test-fast bench notebooks clean-data help
 
 all: install data handouts report
 
@@ -18,6 +18,7 @@ help:
 	@echo "make                 install, data, handouts, grade the bundled solutions (the main job)"
 	@echo "make install         create .venv with pinned packages (torch 2.13.0 CPU unless a 2.13 build is present)"
 	@echo "make data            build the procedural datasets and train the feature networks (data/)"
+	@echo "make priors          train the two 2D diffusion priors 05_sds distills (GEN3D_MODE=small: ~15 CPU-min)"
 	@echo "make handouts        regenerate assignments/ from solutions/ with nbgrader, then lint"
 	@echo "make check NB=path   a student's quick check: the public tests of one notebook"
 	@echo "make grade SUBMISSIONS=dir/ [WORKERS=4]   grade a class folder into reports/gradebook.csv (+ HTML reports)"
@@ -37,6 +38,9 @@ $(STAMP): requirements.txt pyproject.toml
 data: install
 	$(PY) -m gen3d.data
 	$(PY) -m gen3d.features train
+
+priors: install data
+	$(PY) -m gen3d.hw_sds priors --mode $(or $(GEN3D_MODE),small)
 
 handouts: install
 	$(PY) -m autograder handouts

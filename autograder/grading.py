@@ -121,8 +121,11 @@ def _cache_key(topic: Topic, check: Check, device: str, reference: Path) -> str:
     graded = "".join(c.source for c in read_code_cells(reference) if c.graded or c.helper)
     probe_src = inspect.getsource(inspect.getmodule(check.probe))
     kit_src = "".join(p.read_text(encoding="utf-8") for p in sorted((REPO / "gen3d").glob("*.py")))  # training loops
+    # what quality runs read besides code: the run mode, the dataset manifest and the trained priors' metadata
+    data = "".join(p.read_text(encoding="utf-8", errors="replace") for p in
+                   [REPO / "data" / "manifest.json", *sorted((REPO / "data" / "priors").glob("*.json"))] if p.is_file())
     text = "|".join([topic.name, check.name, device, torch.__version__, str(check.fixed_seed), graded, probe_src,
-                     kit_src])
+                     kit_src, os.environ.get("GEN3D_MODE", ""), data])
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 

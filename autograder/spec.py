@@ -232,6 +232,7 @@ def expect_close(student: Mapping[str, Any], reference: Mapping[str, Any], key: 
                               f"{hint}".strip())
     if np.allclose(got64, want64, rtol=rtol, atol=atol, equal_nan=True):
         return Verdict(True, f"{label} matches the reference")
+    got64, want64 = np.atleast_1d(got64), np.atleast_1d(want64)  # a 0-d scalar indexes like a (1,) array
     err = np.abs(got64 - want64)
     err[~np.isfinite(err)] = np.inf
     worst = np.unravel_index(int(np.argmax(err)), err.shape) if err.size else ()
