@@ -264,3 +264,40 @@ def scalar(student: Mapping[str, Any], key: str, label: str) -> float:
 def replace(check: Check, **changes) -> Check:
     """A copy of ``check`` with fields changed (for building device variants of a check)."""
     return dataclasses.replace(check, **changes)
+
+
+# ----------------------------------------------------------------------------------------------
+# Building checks: the shared pattern of the topic modules.
+# ----------------------------------------------------------------------------------------------
+
+def reports_problems(judge: Callable) -> Callable:
+    """Wrap a judge: when the probe returned ``{"problem": message}`` (the student's output was malformed,
+    e.g. not a tensor), the check fails with that message instead of reaching the comparison."""
+    def wrapped(student, reference, ctx):
+        problem = student.get("problem") if isinstance(student, dict) else "no outputs"
+        if problem:
+            return Verdict(False, str(problem))
+        return judge(student, reference, ctx)
+    return wrapped
+
+
+def make_check(name: str, kind: str, probe: Callable, judge: Callable, public: bool, **options) -> Check:
+    """A ``Check`` whose function is the part of ``name`` before the dot; public checks need no reference."""
+    return Check(name=name, function=name.split(".")[0], kind=kind, probe=probe, judge=reports_problems(judge),
+                 needs_reference=not public, **options)
+
+
+def tensor_device_probe(run: Callable) -> Callable:
+    """A device probe: ``run(ctx, torch)`` returns the output tensors; report their devices, dtypes and
+    finiteness (a judge compares them with ``ctx.device``)."""
+    def probe(ctx):
+        import torch
+
+        outs = run(ctx, torch)
+        outs = outs if isinstance(outs, (tuple, list)) else (outs,)
+        if not all(torch.is_tensor(o) for o in outs):
+            return {"problem": f"{ctx.device}: expected tensors, got {[type(o).__name__ for o in outs]}"}
+        return {"devices": [o.device.type for o in outs], "dtypes": [str(o.dtype) for o in outs],
+                "finite": all(bool(torch.isfinite(o.float()).all()) for o in outs if o.is_floating_point()),
+                "want_device": ctx.device.type}
+    return probe

@@ -12,7 +12,8 @@ import math
 
 import numpy as np
 
-from autograder.spec import Check, Topic, Verdict, all_of, as_array, describe, expect_close
+from autograder.spec import (Topic, Verdict, all_of, as_array, describe, expect_close, make_check,
+                             tensor_device_probe)
 
 FUNCTIONS = ["get_rays", "stratified_depths", "volume_render", "sample_pdf", "hierarchical_depths",
              "FiLMSiren", "MappingNetwork", "look_at_origin", "sample_camera_poses", "r1_penalty"]
@@ -70,40 +71,6 @@ def _sorted_depths(g, batch_shape, n, low=2.0, high=6.0, dtype=None):
     steps = torch.rand(batch_shape + (n,), generator=g, dtype=torch.float64) + 0.05
     depths = low + (high - low) * torch.cumsum(steps, -1) / steps.sum(-1, keepdim=True) * (n - 0.5) / n
     return depths.to(dtype or torch.float64)
-
-
-def _unexpected(student):
-    """The problem a probe reported, or None."""
-    return student.get("problem") if isinstance(student, dict) else "no outputs"
-
-
-def _guard(judge):
-    """Judges fail with the probe's message when the student's output was malformed."""
-    def wrapped(student, reference, ctx):
-        problem = _unexpected(student)
-        if problem:
-            return Verdict(False, str(problem))
-        return judge(student, reference, ctx)
-    return wrapped
-
-
-def _check(name, kind, probe, judge, public, **kw):
-    return Check(name=name, function=name.split(".")[0], kind=kind, probe=probe, judge=_guard(judge),
-                 needs_reference=not public, **kw)
-
-
-def _device_probe(run):
-    """A device probe: ``run(ctx, torch)`` returns the output tensors; report their device and dtype."""
-    def probe(ctx):
-        torch = _torch()
-        outs = run(ctx, torch)
-        outs = outs if isinstance(outs, (tuple, list)) else (outs,)
-        if not all(torch.is_tensor(o) for o in outs):
-            return {"problem": f"{ctx.device}: expected tensors, got {[type(o).__name__ for o in outs]}"}
-        return {"devices": [o.device.type for o in outs], "dtypes": [str(o.dtype) for o in outs],
-                "finite": all(bool(torch.isfinite(o.float()).all()) for o in outs if o.is_floating_point()),
-                "want_device": ctx.device.type}
-    return probe
 
 
 def _judge_device(function, dtype="torch.float64"):
@@ -1144,68 +1111,68 @@ def _reference_close(function, key, label, rtol=1e-4, atol=1e-5):
 
 
 CHECKS = [
-    _check("get_rays.shape", "shape", probe_rays_shape, judge_rays_shape, True),
-    _check("get_rays.projection", "value", probe_rays_projection, judge_rays_projection, True, points=2),
-    _check("get_rays.reference", "value", probe_rays_reference, judge_rays_reference, False),
-    _check("get_rays.device", "device", _device_probe(_rays_device), _judge_device("get_rays"), True),
+    make_check("get_rays.shape", "shape", probe_rays_shape, judge_rays_shape, True),
+    make_check("get_rays.projection", "value", probe_rays_projection, judge_rays_projection, True, points=2),
+    make_check("get_rays.reference", "value", probe_rays_reference, judge_rays_reference, False),
+    make_check("get_rays.device", "device", tensor_device_probe(_rays_device), _judge_device("get_rays"), True),
 
-    _check("stratified_depths.strata", "value", probe_strata, judge_strata, True, points=2),
-    _check("stratified_depths.generator", "value", probe_strata_generator, judge_strata_generator, True),
-    _check("stratified_depths.reference", "value", probe_strata_reference,
+    make_check("stratified_depths.strata", "value", probe_strata, judge_strata, True, points=2),
+    make_check("stratified_depths.generator", "value", probe_strata_generator, judge_strata_generator, True),
+    make_check("stratified_depths.reference", "value", probe_strata_reference,
            _reference_close("stratified_depths", "depths", "depths (perturb=False)"), False),
-    _check("stratified_depths.device", "device", _device_probe(_strata_device), _judge_device("stratified_depths"), True),
+    make_check("stratified_depths.device", "device", tensor_device_probe(_strata_device), _judge_device("stratified_depths"), True),
 
-    _check("volume_render.slab", "value", probe_slab, judge_slab, True, points=2),
-    _check("volume_render.hand", "value", probe_hand, judge_hand, True, points=2),
-    _check("volume_render.weights", "value", probe_weights, judge_weights, True),
-    _check("volume_render.reference", "value", probe_render_reference, judge_render_reference, False, points=2),
-    _check("volume_render.gradcheck", "gradient", probe_gradcheck, judge_gradcheck, True),
-    _check("volume_render.grad_reference", "gradient", probe_grad_reference, judge_grad_reference, False),
-    _check("volume_render.robust", "robustness", probe_robust, judge_robust, True),
-    _check("volume_render.device", "device", _device_probe(_render_device), _judge_device("volume_render"), True),
+    make_check("volume_render.slab", "value", probe_slab, judge_slab, True, points=2),
+    make_check("volume_render.hand", "value", probe_hand, judge_hand, True, points=2),
+    make_check("volume_render.weights", "value", probe_weights, judge_weights, True),
+    make_check("volume_render.reference", "value", probe_render_reference, judge_render_reference, False, points=2),
+    make_check("volume_render.gradcheck", "gradient", probe_gradcheck, judge_gradcheck, True),
+    make_check("volume_render.grad_reference", "gradient", probe_grad_reference, judge_grad_reference, False),
+    make_check("volume_render.robust", "robustness", probe_robust, judge_robust, True),
+    make_check("volume_render.device", "device", tensor_device_probe(_render_device), _judge_device("volume_render"), True),
 
-    _check("sample_pdf.quantiles", "value", probe_pdf_quantiles, judge_pdf_quantiles, True, points=2),
-    _check("sample_pdf.distribution", "value", probe_pdf_ks, judge_pdf_ks, True),
-    _check("sample_pdf.deterministic", "value", probe_pdf_deterministic, judge_pdf_deterministic, True),
-    _check("sample_pdf.no_grad", "gradient", probe_pdf_no_grad, judge_pdf_no_grad, True),
-    _check("sample_pdf.reference", "value", probe_pdf_reference, judge_pdf_reference, False),
-    _check("sample_pdf.device", "device", _device_probe(_pdf_device), _judge_device("sample_pdf"), True),
+    make_check("sample_pdf.quantiles", "value", probe_pdf_quantiles, judge_pdf_quantiles, True, points=2),
+    make_check("sample_pdf.distribution", "value", probe_pdf_ks, judge_pdf_ks, True),
+    make_check("sample_pdf.deterministic", "value", probe_pdf_deterministic, judge_pdf_deterministic, True),
+    make_check("sample_pdf.no_grad", "gradient", probe_pdf_no_grad, judge_pdf_no_grad, True),
+    make_check("sample_pdf.reference", "value", probe_pdf_reference, judge_pdf_reference, False),
+    make_check("sample_pdf.device", "device", tensor_device_probe(_pdf_device), _judge_device("sample_pdf"), True),
 
-    _check("hierarchical_depths.merge", "value", probe_hier, judge_hier, True, points=2),
-    _check("hierarchical_depths.reference", "value", probe_hier_reference,
+    make_check("hierarchical_depths.merge", "value", probe_hier, judge_hier, True, points=2),
+    make_check("hierarchical_depths.reference", "value", probe_hier_reference,
            _reference_close("hierarchical_depths", "depths", "merged depths (deterministic)", 1e-4, 1e-4), False),
-    _check("hierarchical_depths.device", "device", _device_probe(_hier_device), _judge_device("hierarchical_depths"), True),
+    make_check("hierarchical_depths.device", "device", tensor_device_probe(_hier_device), _judge_device("hierarchical_depths"), True),
 
-    _check("FiLMSiren.forward", "value", probe_film_forward, judge_film_forward, True),
-    _check("FiLMSiren.init", "value", probe_film_init, judge_film_init, True, points=2),
-    _check("FiLMSiren.gradcheck", "gradient", probe_film_gradcheck, judge_film_gradcheck, True),
-    _check("FiLMSiren.reference", "value", probe_film_reference,
+    make_check("FiLMSiren.forward", "value", probe_film_forward, judge_film_forward, True),
+    make_check("FiLMSiren.init", "value", probe_film_init, judge_film_init, True, points=2),
+    make_check("FiLMSiren.gradcheck", "gradient", probe_film_gradcheck, judge_film_gradcheck, True),
+    make_check("FiLMSiren.reference", "value", probe_film_reference,
            _reference_close("FiLMSiren", "out", "output with given weights", 1e-4, 1e-5), False),
-    _check("FiLMSiren.device", "device", _device_probe(_film_device), _judge_device("FiLMSiren"), True),
-    _check("FiLMSiren.fit_scene", "quality", probe_fit_scene, judge_fit_scene, False, points=3, timeout=300.0,
+    make_check("FiLMSiren.device", "device", tensor_device_probe(_film_device), _judge_device("FiLMSiren"), True),
+    make_check("FiLMSiren.fit_scene", "quality", probe_fit_scene, judge_fit_scene, False, points=3, timeout=300.0,
            fixed_seed=FIT_SEED, figure=figure_fit_scene),
 
-    _check("MappingNetwork.forward", "value", probe_mapping_forward, judge_mapping_forward, True, points=2),
-    _check("MappingNetwork.init", "value", probe_mapping_init, judge_mapping_init, True),
-    _check("MappingNetwork.reference", "value", probe_mapping_reference,
+    make_check("MappingNetwork.forward", "value", probe_mapping_forward, judge_mapping_forward, True, points=2),
+    make_check("MappingNetwork.init", "value", probe_mapping_init, judge_mapping_init, True),
+    make_check("MappingNetwork.reference", "value", probe_mapping_reference,
            lambda s, r, c: all_of(expect_close(s, r, "freq", "MappingNetwork frequencies", 1e-4, 1e-4),
                                   expect_close(s, r, "phase", "MappingNetwork phase shifts", 1e-4, 1e-5)), False),
-    _check("MappingNetwork.device", "device", _device_probe(_mapping_device), _judge_device("MappingNetwork"), True),
+    make_check("MappingNetwork.device", "device", tensor_device_probe(_mapping_device), _judge_device("MappingNetwork"), True),
 
-    _check("look_at_origin.frame", "value", probe_look_at, judge_look_at, True, points=2),
-    _check("look_at_origin.reference", "value", probe_look_at_reference,
+    make_check("look_at_origin.frame", "value", probe_look_at, judge_look_at, True, points=2),
+    make_check("look_at_origin.reference", "value", probe_look_at_reference,
            _reference_close("look_at_origin", "c2w", "camera-to-world matrices", 1e-4, 1e-5), False),
-    _check("look_at_origin.device", "device", _device_probe(_look_at_device), _judge_device("look_at_origin"), True),
+    make_check("look_at_origin.device", "device", tensor_device_probe(_look_at_device), _judge_device("look_at_origin"), True),
 
-    _check("sample_camera_poses.distribution", "value", probe_poses, judge_poses, True, points=2),
-    _check("sample_camera_poses.generator", "value", probe_poses_generator, judge_poses_generator, True),
-    _check("sample_camera_poses.reference", "value", probe_poses_reference, judge_poses_reference, False),
-    _check("sample_camera_poses.device", "device", _device_probe(_poses_device), _judge_device("sample_camera_poses"), True),
+    make_check("sample_camera_poses.distribution", "value", probe_poses, judge_poses, True, points=2),
+    make_check("sample_camera_poses.generator", "value", probe_poses_generator, judge_poses_generator, True),
+    make_check("sample_camera_poses.reference", "value", probe_poses_reference, judge_poses_reference, False),
+    make_check("sample_camera_poses.device", "device", tensor_device_probe(_poses_device), _judge_device("sample_camera_poses"), True),
 
-    _check("r1_penalty.value", "value", probe_r1, judge_r1, True, points=2),
-    _check("r1_penalty.reference", "value", probe_r1_reference,
+    make_check("r1_penalty.value", "value", probe_r1, judge_r1, True, points=2),
+    make_check("r1_penalty.reference", "value", probe_r1_reference,
            _reference_close("r1_penalty", "penalty", "penalty on a small conv discriminator", 1e-4, 1e-6), False),
-    _check("r1_penalty.device", "device", _device_probe(_r1_device), _judge_device("r1_penalty"), True),
+    make_check("r1_penalty.device", "device", tensor_device_probe(_r1_device), _judge_device("r1_penalty"), True),
 ]
 
 # the dataset renderer's camera code does what get_rays / look_at_origin / sample_camera_poses ask for

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from autograder.spec import Check, Topic, Verdict, all_of, as_array, describe, expect_close
+from autograder.spec import Topic, Verdict, all_of, as_array, describe, expect_close, make_check
 
 try:  # optimizers import torch._dynamo lazily; import it before the child drops privileges
     import torch._dynamo  # noqa: F401
@@ -58,24 +58,6 @@ def _problem(value, shape, label):
     if tuple(value.shape) != tuple(shape):
         return f"{label}: expected shape {tuple(shape)}, got {tuple(value.shape)}"
     return None
-
-
-def _unexpected(student):
-    return student.get("problem") if isinstance(student, dict) else "no outputs"
-
-
-def _guard(judge):
-    def wrapped(student, reference, ctx):
-        problem = _unexpected(student)
-        if problem:
-            return Verdict(False, str(problem))
-        return judge(student, reference, ctx)
-    return wrapped
-
-
-def _check(name, kind, probe, judge, public, **kw):
-    return Check(name=name, function=name.split(".")[0], kind=kind, probe=probe, judge=_guard(judge),
-                 needs_reference=not public, **kw)
 
 
 def _device_probe(run):
@@ -1522,108 +1504,108 @@ def _complete_device(ctx, torch):
 
 # ============================================================================ the topic
 CHECKS = [
-    _check("nearest_code.brute_force", "value", probe_nearest_brute, judge_nearest_brute, True, points=2),
-    _check("nearest_code.chunked", "value", probe_nearest_large, judge_nearest_large, True),
-    _check("nearest_code.reference", "value", probe_nearest_reference,
+    make_check("nearest_code.brute_force", "value", probe_nearest_brute, judge_nearest_brute, True, points=2),
+    make_check("nearest_code.chunked", "value", probe_nearest_large, judge_nearest_large, True),
+    make_check("nearest_code.reference", "value", probe_nearest_reference,
            _reference_equal("nearest_code", "idx", "indices"), False),
-    _check("nearest_code.device", "device", _device_probe(_nearest_device), _judge_device("nearest_code"), True),
+    make_check("nearest_code.device", "device", _device_probe(_nearest_device), _judge_device("nearest_code"), True),
 
-    _check("VectorQuantizer.values", "value", probe_vq_values, judge_vq_values, True),
-    _check("VectorQuantizer.straight_through", "gradient", probe_vq_straight_through, judge_vq_straight_through, True,
+    make_check("VectorQuantizer.values", "value", probe_vq_values, judge_vq_values, True),
+    make_check("VectorQuantizer.straight_through", "gradient", probe_vq_straight_through, judge_vq_straight_through, True,
            points=2),
-    _check("VectorQuantizer.loss_gradients", "gradient", probe_vq_loss, judge_vq_loss, True, points=2),
-    _check("VectorQuantizer.dead_code_restart", "value", probe_vq_restart, judge_vq_restart, True, points=2),
-    _check("VectorQuantizer.eval_frozen", "value", probe_vq_eval_frozen, judge_vq_eval_frozen, True),
-    _check("VectorQuantizer.reference", "value", probe_vq_reference, judge_vq_reference, False),
-    _check("VectorQuantizer.device", "device", _device_probe(_vq_device), _judge_device("VectorQuantizer"), True),
+    make_check("VectorQuantizer.loss_gradients", "gradient", probe_vq_loss, judge_vq_loss, True, points=2),
+    make_check("VectorQuantizer.dead_code_restart", "value", probe_vq_restart, judge_vq_restart, True, points=2),
+    make_check("VectorQuantizer.eval_frozen", "value", probe_vq_eval_frozen, judge_vq_eval_frozen, True),
+    make_check("VectorQuantizer.reference", "value", probe_vq_reference, judge_vq_reference, False),
+    make_check("VectorQuantizer.device", "device", _device_probe(_vq_device), _judge_device("VectorQuantizer"), True),
 
-    _check("codebook_perplexity.hand_cases", "value", probe_ppl_hand, judge_ppl_hand, True),
-    _check("codebook_perplexity.reference", "value", probe_ppl_reference,
+    make_check("codebook_perplexity.hand_cases", "value", probe_ppl_hand, judge_ppl_hand, True),
+    make_check("codebook_perplexity.reference", "value", probe_ppl_reference,
            _reference_close("codebook_perplexity", "ppl", "perplexity of skewed random codes", 1e-5, 1e-6), False),
-    _check("codebook_perplexity.device", "device", _device_probe(_ppl_device), _judge_device("codebook_perplexity"),
+    make_check("codebook_perplexity.device", "device", _device_probe(_ppl_device), _judge_device("codebook_perplexity"),
            True),
 
-    _check("PatchEncoder.shape", "shape", probe_encoder_shape, judge_encoder_shape, True),
-    _check("PatchEncoder.layers", "shape", probe_encoder_layers, judge_encoder_layers, True),
-    _check("PatchEncoder.gradients", "gradient", probe_encoder_gradients, _judge_gradients("PatchEncoder"), True),
-    _check("PatchEncoder.reference", "value", probe_encoder_reference,
+    make_check("PatchEncoder.shape", "shape", probe_encoder_shape, judge_encoder_shape, True),
+    make_check("PatchEncoder.layers", "shape", probe_encoder_layers, judge_encoder_layers, True),
+    make_check("PatchEncoder.gradients", "gradient", probe_encoder_gradients, _judge_gradients("PatchEncoder"), True),
+    make_check("PatchEncoder.reference", "value", probe_encoder_reference,
            _reference_close("PatchEncoder", "out", "output of a seeded encoder", 1e-4, 1e-5,
                             "Same layers in the same order (seeded initialisation), and the input rescaled to 2 x - 1."),
            False),
-    _check("PatchEncoder.device", "device", _device_probe(_encoder_device), _judge_device("PatchEncoder"), True),
+    make_check("PatchEncoder.device", "device", _device_probe(_encoder_device), _judge_device("PatchEncoder"), True),
 
-    _check("PatchDecoder.shape", "shape", probe_decoder_shape, judge_decoder_shape, True),
-    _check("PatchDecoder.layers_logits", "shape", probe_decoder_layers, judge_decoder_layers, True),
-    _check("PatchDecoder.gradients", "gradient", probe_decoder_gradients, _judge_gradients("PatchDecoder"), True),
-    _check("PatchDecoder.reference", "value", probe_decoder_reference,
+    make_check("PatchDecoder.shape", "shape", probe_decoder_shape, judge_decoder_shape, True),
+    make_check("PatchDecoder.layers_logits", "shape", probe_decoder_layers, judge_decoder_layers, True),
+    make_check("PatchDecoder.gradients", "gradient", probe_decoder_gradients, _judge_gradients("PatchDecoder"), True),
+    make_check("PatchDecoder.reference", "value", probe_decoder_reference,
            _reference_close("PatchDecoder", "out", "output of a seeded decoder", 1e-4, 1e-5), False),
-    _check("PatchDecoder.device", "device", _device_probe(_decoder_device), _judge_device("PatchDecoder"), True),
+    make_check("PatchDecoder.device", "device", _device_probe(_decoder_device), _judge_device("PatchDecoder"), True),
 
-    _check("VQVAE.shapes", "shape", probe_vqvae_shapes, judge_vqvae_shapes, True),
-    _check("VQVAE.consistency", "value", probe_vqvae_consistency, judge_vqvae_consistency, True, points=2),
-    _check("VQVAE.gradients", "gradient", probe_vqvae_gradients, _judge_gradients("VQVAE"), True),
-    _check("VQVAE.reference", "value", probe_vqvae_reference,
+    make_check("VQVAE.shapes", "shape", probe_vqvae_shapes, judge_vqvae_shapes, True),
+    make_check("VQVAE.consistency", "value", probe_vqvae_consistency, judge_vqvae_consistency, True, points=2),
+    make_check("VQVAE.gradients", "gradient", probe_vqvae_gradients, _judge_gradients("VQVAE"), True),
+    make_check("VQVAE.reference", "value", probe_vqvae_reference,
            lambda s, r, c: all_of(_reference_equal("VQVAE", "idx", "indices")(s, r, c),
                                   expect_close(s, r, "logits", "VQVAE: logits", 1e-4, 1e-5,
                                                "Build encoder, quantizer, decoder in this order."),
                                   expect_close(s, r, "loss", "VQVAE: vq loss", 1e-4, 1e-6)), False),
-    _check("VQVAE.device", "device", _device_probe(_vqvae_device), _judge_device("VQVAE"), True),
-    _check("VQVAE.quality", "quality", probe_vqvae_quality, judge_vqvae_quality, False, points=3, timeout=180.0,
+    make_check("VQVAE.device", "device", _device_probe(_vqvae_device), _judge_device("VQVAE"), True),
+    make_check("VQVAE.quality", "quality", probe_vqvae_quality, judge_vqvae_quality, False, points=3, timeout=180.0,
            fixed_seed=QUALITY_SEED),
 
-    _check("encode_dataset.frozen", "value", probe_encode_frozen, judge_encode_frozen, True, points=2),
-    _check("encode_dataset.tokens", "value", probe_encode_tokens, judge_encode_tokens, True),
-    _check("encode_dataset.reference", "value", probe_encode_reference,
+    make_check("encode_dataset.frozen", "value", probe_encode_frozen, judge_encode_frozen, True, points=2),
+    make_check("encode_dataset.tokens", "value", probe_encode_tokens, judge_encode_tokens, True),
+    make_check("encode_dataset.reference", "value", probe_encode_reference,
            _reference_equal("encode_dataset", "tokens", "tokens of a seeded VQVAE"), False),
-    _check("encode_dataset.device", "device", _device_probe(_encode_device), _judge_device("encode_dataset"), True),
+    make_check("encode_dataset.device", "device", _device_probe(_encode_device), _judge_device("encode_dataset"), True),
 
-    _check("causal_mask.hand_cases", "value", probe_mask_hand, judge_mask_hand, True, points=2),
-    _check("causal_mask.reference", "value", probe_mask_reference,
+    make_check("causal_mask.hand_cases", "value", probe_mask_hand, judge_mask_hand, True, points=2),
+    make_check("causal_mask.reference", "value", probe_mask_reference,
            _reference_equal("causal_mask", "mask", "mask"), False),
-    _check("causal_mask.device", "device", _device_probe(_mask_device), _judge_device("causal_mask"), True),
+    make_check("causal_mask.device", "device", _device_probe(_mask_device), _judge_device("causal_mask"), True),
 
-    _check("CausalSelfAttention.no_leak", "value", probe_attn_leak, judge_attn_leak, True, points=2),
-    _check("CausalSelfAttention.gradients", "gradient", probe_attn_gradients, _judge_gradients("CausalSelfAttention"),
+    make_check("CausalSelfAttention.no_leak", "value", probe_attn_leak, judge_attn_leak, True, points=2),
+    make_check("CausalSelfAttention.gradients", "gradient", probe_attn_gradients, _judge_gradients("CausalSelfAttention"),
            True),
-    _check("CausalSelfAttention.reference", "value", probe_attn_reference,
+    make_check("CausalSelfAttention.reference", "value", probe_attn_reference,
            _reference_close("CausalSelfAttention", "y", "output of a seeded module", 1e-4, 1e-5,
                             "Scale the scores by 1 / sqrt(head_dim), softmax over the keys, heads split as "
                             "(B, T, nh, d) -> (B, nh, T, d)."), False),
-    _check("CausalSelfAttention.device", "device", _device_probe(_attn_device), _judge_device("CausalSelfAttention"),
+    make_check("CausalSelfAttention.device", "device", _device_probe(_attn_device), _judge_device("CausalSelfAttention"),
            True),
 
-    _check("TransformerPrior.shape", "shape", probe_prior_shape, judge_prior_shape, True),
-    _check("TransformerPrior.causal", "value", probe_prior_causal, judge_prior_causal, True, points=2),
-    _check("TransformerPrior.start_token", "value", probe_prior_start, judge_prior_start, True),
-    _check("TransformerPrior.gradients", "gradient", probe_prior_gradients, _judge_gradients("TransformerPrior"), True),
-    _check("TransformerPrior.parameter_count", "shape", probe_prior_params, judge_prior_params, False),
-    _check("TransformerPrior.reference", "value", probe_prior_reference,
+    make_check("TransformerPrior.shape", "shape", probe_prior_shape, judge_prior_shape, True),
+    make_check("TransformerPrior.causal", "value", probe_prior_causal, judge_prior_causal, True, points=2),
+    make_check("TransformerPrior.start_token", "value", probe_prior_start, judge_prior_start, True),
+    make_check("TransformerPrior.gradients", "gradient", probe_prior_gradients, _judge_gradients("TransformerPrior"), True),
+    make_check("TransformerPrior.parameter_count", "shape", probe_prior_params, judge_prior_params, False),
+    make_check("TransformerPrior.reference", "value", probe_prior_reference,
            _reference_close("TransformerPrior", "logits", "logits of a seeded prior", 1e-4, 1e-5,
                             "Same modules in the docstring's order; pre-norm residual blocks; final LayerNorm."), False),
-    _check("TransformerPrior.device", "device", _device_probe(_prior_device), _judge_device("TransformerPrior"), True),
-    _check("TransformerPrior.quality", "quality", probe_prior_quality, judge_prior_quality, False, points=3,
+    make_check("TransformerPrior.device", "device", _device_probe(_prior_device), _judge_device("TransformerPrior"), True),
+    make_check("TransformerPrior.quality", "quality", probe_prior_quality, judge_prior_quality, False, points=3,
            timeout=240.0, fixed_seed=QUALITY_SEED),
 
-    _check("sample_tokens.distribution", "value", lambda ctx: _sample(ctx, offset=1),
+    make_check("sample_tokens.distribution", "value", lambda ctx: _sample(ctx, offset=1),
            _judge_distribution("sample_tokens (temperature 1)"), True, points=2),
-    _check("sample_tokens.temperature", "value", lambda ctx: _sample(ctx, temperature=0.5, offset=2),
+    make_check("sample_tokens.temperature", "value", lambda ctx: _sample(ctx, temperature=0.5, offset=2),
            _judge_distribution("sample_tokens (temperature 0.5)", 0.5), True),
-    _check("sample_tokens.top_k", "value", lambda ctx: _sample(ctx, top_k=2, offset=3, scale=2.0),
+    make_check("sample_tokens.top_k", "value", lambda ctx: _sample(ctx, top_k=2, offset=3, scale=2.0),
            _judge_distribution("sample_tokens (top_k = 2)", 1.0, 2), True),
-    _check("sample_tokens.generator", "value", probe_sample_generator, judge_sample_generator, True),
-    _check("sample_tokens.reference", "value", probe_sample_reference,
+    make_check("sample_tokens.generator", "value", probe_sample_generator, judge_sample_generator, True),
+    make_check("sample_tokens.reference", "value", probe_sample_reference,
            _reference_equal("sample_tokens", "tokens", "samples with the same generator seed",
                             "Draw one torch.multinomial(probs, 1, generator=generator) per position, in order."), False),
-    _check("sample_tokens.device", "device", _device_probe(_sample_device), _judge_device("sample_tokens"), True),
+    make_check("sample_tokens.device", "device", _device_probe(_sample_device), _judge_device("sample_tokens"), True),
 
-    _check("complete_tokens.keeps_known", "value", probe_complete_known, judge_complete_known, True, points=2),
-    _check("complete_tokens.prefix_distribution", "value", probe_complete_prefix, judge_complete_prefix, True),
-    _check("complete_tokens.middle_known", "value", probe_complete_middle, judge_complete_middle, True),
-    _check("complete_tokens.reference", "value", probe_complete_reference,
+    make_check("complete_tokens.keeps_known", "value", probe_complete_known, judge_complete_known, True, points=2),
+    make_check("complete_tokens.prefix_distribution", "value", probe_complete_prefix, judge_complete_prefix, True),
+    make_check("complete_tokens.middle_known", "value", probe_complete_middle, judge_complete_middle, True),
+    make_check("complete_tokens.reference", "value", probe_complete_reference,
            _reference_equal("complete_tokens", "out", "completions with the same generator seed",
                             "One torch.multinomial draw per position that is not known everywhere, in raster order."),
            False),
-    _check("complete_tokens.device", "device", _device_probe(_complete_device), _judge_device("complete_tokens"), True),
+    make_check("complete_tokens.device", "device", _device_probe(_complete_device), _judge_device("complete_tokens"), True),
 ]
 
 # the kit's metric does what codebook_perplexity asks for (the grader's judges use it, student code may not)

@@ -18,7 +18,8 @@ import math
 
 import numpy as np
 
-from autograder.spec import Check, Topic, Verdict, all_of, as_array, describe, expect_close
+from autograder.spec import (Topic, Verdict, all_of, as_array, describe, expect_close, make_check,
+                             tensor_device_probe)
 
 try:  # torch.optim's first step imports torch._dynamo lazily; import it while the stdlib is readable
     import torch._dynamo  # noqa: F401
@@ -106,37 +107,6 @@ class _Recorder:
         return {"calls": len(self.rows["x"]), "rows_x": torch.cat(self.rows["x"]), "rows_t": torch.cat(self.rows["t"]),
                 "rows_label": torch.cat(self.rows["label"]), "rows_view": torch.cat(self.rows["view"]),
                 "grad_mode": any(self.rows["grad_mode"])}
-
-
-def _unexpected(student):
-    return student.get("problem") if isinstance(student, dict) else "no outputs"
-
-
-def _guard(judge):
-    def wrapped(student, reference, ctx):
-        problem = _unexpected(student)
-        if problem:
-            return Verdict(False, str(problem))
-        return judge(student, reference, ctx)
-    return wrapped
-
-
-def _check(name, kind, probe, judge, public, **kw):
-    return Check(name=name, function=name.split(".")[0], kind=kind, probe=probe, judge=_guard(judge),
-                 needs_reference=not public, **kw)
-
-
-def _device_probe(run):
-    def probe(ctx):
-        torch = _torch()
-        outs = run(ctx, torch)
-        outs = outs if isinstance(outs, (tuple, list)) else (outs,)
-        if not all(torch.is_tensor(o) for o in outs):
-            return {"problem": f"{ctx.device}: expected tensors, got {[type(o).__name__ for o in outs]}"}
-        return {"devices": [o.device.type for o in outs], "dtypes": [str(o.dtype) for o in outs],
-                "finite": all(bool(torch.isfinite(o.float()).all()) for o in outs if o.is_floating_point()),
-                "want_device": ctx.device.type}
-    return probe
 
 
 def _judge_device(function, dtypes):
@@ -938,52 +908,52 @@ def _vox_device(ctx, torch):
 # ----------------------------------------------------------------------------- the topic
 F64 = "torch.float64"
 CHECKS = [
-    _check("sds_timestep.range", "value", probe_timestep_range, judge_timestep_range, True, points=2),
-    _check("sds_timestep.generator", "value", probe_timestep_generator, judge_timestep_generator, True),
-    _check("sds_timestep.reference", "value", probe_timestep_reference,
+    make_check("sds_timestep.range", "value", probe_timestep_range, judge_timestep_range, True, points=2),
+    make_check("sds_timestep.generator", "value", probe_timestep_generator, judge_timestep_generator, True),
+    make_check("sds_timestep.reference", "value", probe_timestep_reference,
            _reference_close("sds_timestep", {"t": "timesteps from the same generator"}, 0, 0,
                             "draw with ONE torch.randint(t_min, t_max + 1, (batch,), generator=generator)"), False),
-    _check("sds_timestep.device", "device", _device_probe(_timestep_device), _judge_device("sds_timestep", ["torch.int64"]),
+    make_check("sds_timestep.device", "device", tensor_device_probe(_timestep_device), _judge_device("sds_timestep", ["torch.int64"]),
            True),
 
-    _check("sds_weight.value", "value", probe_weight_value, judge_weight_value, True, points=2),
-    _check("sds_weight.reference", "value", probe_weight_reference,
+    make_check("sds_weight.value", "value", probe_weight_value, judge_weight_value, True, points=2),
+    make_check("sds_weight.reference", "value", probe_weight_reference,
            _reference_close("sds_weight", {"w": "w(t) on the cosine schedule"}), False),
-    _check("sds_weight.device", "device", _device_probe(_weight_device), _judge_device("sds_weight", [F64]), True),
+    make_check("sds_weight.device", "device", tensor_device_probe(_weight_device), _judge_device("sds_weight", [F64]), True),
 
-    _check("sds_loss.gradient", "gradient", probe_loss_gradient, judge_loss_gradient, True, points=4),
-    _check("sds_loss.no_unet_grad", "gradient", probe_loss_no_unet_grad, judge_loss_no_unet_grad, True, points=2),
-    _check("sds_loss.timesteps", "value", probe_loss_timesteps, judge_loss_timesteps, True),
-    _check("sds_loss.reference", "value", probe_loss_reference,
+    make_check("sds_loss.gradient", "gradient", probe_loss_gradient, judge_loss_gradient, True, points=4),
+    make_check("sds_loss.no_unet_grad", "gradient", probe_loss_no_unet_grad, judge_loss_no_unet_grad, True, points=2),
+    make_check("sds_loss.timesteps", "value", probe_loss_timesteps, judge_loss_timesteps, True),
+    make_check("sds_loss.reference", "value", probe_loss_reference,
            _reference_close("sds_loss", {"loss": "loss (random U-Net, guided)", "grad": "gradient (guided)",
                                          "loss_uniform": "loss (uniform weight, s = 1)",
                                          "grad_uniform": "gradient (uniform weight, s = 1)"}, 1e-6, 1e-8,
                             "draw t = sds_timestep(...) first, then eps = randn(images.shape, generator, like=images)"),
            False, points=2),
-    _check("sds_loss.device", "device", _device_probe(_loss_device), _judge_device("sds_loss", [F64, F64]), True),
-    _check("sds_loss.sds_quality", "quality", probe_sds_quality, judge_sds_quality, False, points=4, timeout=600.0,
+    make_check("sds_loss.device", "device", tensor_device_probe(_loss_device), _judge_device("sds_loss", [F64, F64]), True),
+    make_check("sds_loss.sds_quality", "quality", probe_sds_quality, judge_sds_quality, False, points=4, timeout=600.0,
            fixed_seed=_mode_seed()),
 
-    _check("view_condition.buckets", "value", probe_view_buckets, judge_view_buckets, True, points=2),
-    _check("view_condition.reference", "value", probe_view_reference,
+    make_check("view_condition.buckets", "value", probe_view_buckets, judge_view_buckets, True, points=2),
+    make_check("view_condition.reference", "value", probe_view_reference,
            _reference_close("view_condition", {"view": "view", "bucket": "bucket"}), False),
-    _check("view_condition.device", "device", _device_probe(_view_device),
+    make_check("view_condition.device", "device", tensor_device_probe(_view_device),
            _judge_device("view_condition", [F64, "torch.int64"]), True),
 
-    _check("random_sds_cameras.distribution", "value", probe_cams_distribution, judge_cams_distribution, True, points=2),
-    _check("random_sds_cameras.generator", "value", probe_cams_generator, judge_cams_generator, True),
-    _check("random_sds_cameras.reference", "value", probe_cams_reference,
+    make_check("random_sds_cameras.distribution", "value", probe_cams_distribution, judge_cams_distribution, True, points=2),
+    make_check("random_sds_cameras.generator", "value", probe_cams_generator, judge_cams_generator, True),
+    make_check("random_sds_cameras.reference", "value", probe_cams_reference,
            _reference_close("random_sds_cameras", {"c2w": "cameras", "azimuth": "azimuths", "elevation": "elevations"},
                             1e-5, 1e-6, "draw all B azimuth uniforms first, then all B elevation uniforms"), False),
-    _check("random_sds_cameras.device", "device", _device_probe(_cams_device),
+    make_check("random_sds_cameras.device", "device", tensor_device_probe(_cams_device),
            _judge_device("random_sds_cameras", ["torch.float32", "torch.float32"]), True),
 
-    _check("query_voxels.shape", "shape", probe_vox_shape, judge_vox_shape, True),
-    _check("query_voxels.analytic", "value", probe_vox_analytic, judge_vox_analytic, True, points=2),
-    _check("query_voxels.gradcheck", "gradient", probe_vox_gradcheck, judge_vox_gradcheck, True),
-    _check("query_voxels.reference", "value", probe_vox_reference,
+    make_check("query_voxels.shape", "shape", probe_vox_shape, judge_vox_shape, True),
+    make_check("query_voxels.analytic", "value", probe_vox_analytic, judge_vox_analytic, True, points=2),
+    make_check("query_voxels.gradcheck", "gradient", probe_vox_gradcheck, judge_vox_gradcheck, True),
+    make_check("query_voxels.reference", "value", probe_vox_reference,
            _reference_close("query_voxels", {"sigma": "sigma", "rgb": "rgb"}, 1e-5, 1e-6), False),
-    _check("query_voxels.device", "device", _device_probe(_vox_device), _judge_device("query_voxels", [F64, F64]), True),
+    make_check("query_voxels.device", "device", tensor_device_probe(_vox_device), _judge_device("query_voxels", [F64, F64]), True),
 ]
 
 # the dataset renderer's cameras would do random_sds_cameras' job
