@@ -298,6 +298,7 @@ def _atomic(path: Path, write: Callable) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; the grader's sandboxed child must read it
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

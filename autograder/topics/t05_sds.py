@@ -528,33 +528,23 @@ def _loss_device(ctx, torch):
 
 
 # ----------------------------------------------------------------------------- quality: SDS itself
-def _mode_seed():
-    """The quality check's fixed seed, one per run mode: the mode picks the prior and the budget, and the seed is
-    part of the reference cache's key (so a smoke figure is never reused for a small run)."""
-    import os
-
-    mode = os.environ.get("GEN3D_MODE", "").strip().lower() or ("full" if _cuda() else "small")
-    return {"smoke": 5001, "small": 5002, "full": 5003}.get(mode, 5001)
-
-
-def _cuda():
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except Exception:  # noqa: BLE001
-        return False
+# The grader distills the smoke priors (trained in seconds, on first use, by the trusted reference side): the
+# quality check compares SDS driven by your loss with SDS driven by the reference's, same priors, same budget,
+# whatever GEN3D_MODE says. The notebook's small/full runs are where the priors are worth looking at.
+GRADER_MODE = "smoke"
+QUALITY_SEED = 5001
 
 
 def probe_sds_quality(ctx):
     torch = _torch()
-    from gen3d import hw_pigan, hw_sds, run_mode
+    from gen3d import hw_pigan, hw_sds
 
-    mode = run_mode()
+    mode = GRADER_MODE
     deps = ctx.deps
     try:
-        paths = {k: hw_sds.sds_prior_path(k, mode) for k in hw_sds.PRIOR_KINDS}
-        if not all(p.is_file() for p in paths.values()):
+        try:  # into data/priors (the reference's side may write there), else into the work folder
+            paths = hw_sds.ensure_priors(mode, pieces=deps, log=lambda *a: None)
+        except OSError:
             paths = hw_sds.ensure_priors(mode, root=ctx.workdir, pieces=deps, log=lambda *a: None)
     except OSError as err:
         return {"problem": f"the SDS priors are missing and could not be built ({err}); run "
@@ -932,7 +922,7 @@ CHECKS = [
            False, points=2),
     make_check("sds_loss.device", "device", tensor_device_probe(_loss_device), _judge_device("sds_loss", [F64, F64]), True),
     make_check("sds_loss.sds_quality", "quality", probe_sds_quality, judge_sds_quality, False, points=4, timeout=600.0,
-           fixed_seed=_mode_seed()),
+           fixed_seed=QUALITY_SEED),
 
     make_check("view_condition.buckets", "value", probe_view_buckets, judge_view_buckets, True, points=2),
     make_check("view_condition.reference", "value", probe_view_reference,
