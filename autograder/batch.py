@@ -83,6 +83,11 @@ def grade_one(path: Path, folder: Path, options: Options, topic_name: str, json_
     return row
 
 
+def _already_graded(row: dict, path: Path) -> bool:
+    """Is the gradebook ``row`` a finished grading of this very file (same content hash)?"""
+    return row.get("status") == "graded" and row.get("sha256") == _digest(path)
+
+
 def _assign_gpu(counter, gpus: int) -> None:
     """Worker initialiser: give each worker its own GPU (round robin) before CUDA is initialised."""
     import os
@@ -122,10 +127,9 @@ def run_batch(folder: Path, out: Path, options: Options, topic_name: str = "auto
     rows = _read_gradebook(out)
     options = Options(**{**options.__dict__, "hide": (*options.hide, str(folder.resolve())),
                          "figures": options.figures or html_dir is not None})
-    pending = [p for p in find_submissions(folder)
-               if not (rows.get(_student_id(p, folder), {}).get("sha256") == _digest(p)
-                       and rows[_student_id(p, folder)].get("status") == "graded")]
-    skipped = len(find_submissions(folder)) - len(pending)
+    submissions = find_submissions(folder)
+    pending = [p for p in submissions if not _already_graded(rows.get(_student_id(p, folder), {}), p)]
+    skipped = len(submissions) - len(pending)
     progress = tqdm(total=len(pending), desc=f"grading ({workers} worker{'s' * (workers > 1)})", unit="nb")
     if skipped:
         progress.write(f"{skipped} unchanged submissions already graded: kept")

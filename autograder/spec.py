@@ -287,6 +287,17 @@ def make_check(name: str, kind: str, probe: Callable, judge: Callable, public: b
                  needs_reference=not public, **options)
 
 
+def tensor_problem(value: Any, shape: Sequence[int], label: str) -> Optional[str]:
+    """A message when ``value`` is not a tensor of ``shape``, else None (for a probe's ``{"problem": ...}``)."""
+    import torch
+
+    if not torch.is_tensor(value):
+        return f"{label} should be a torch.Tensor, got {type(value).__name__}"
+    if tuple(value.shape) != tuple(shape):
+        return f"{label}: expected shape {tuple(shape)}, got {tuple(value.shape)}"
+    return None
+
+
 def tensor_device_probe(run: Callable) -> Callable:
     """A device probe: ``run(ctx, torch)`` returns the output tensors; report their devices, dtypes and
     finiteness (a judge compares them with ``ctx.device``)."""

@@ -23,7 +23,7 @@ from torch import nn
 from . import metrics, viz
 
 __all__ = ["OUTPUT_DIR", "GANConfig", "SMOKE", "SMALL", "FULL", "GRADER", "ShapeSet", "load_shapes", "category_names",
-           "stage_report", "GANHistory", "train_gan", "sample_latents", "sample_shapes", "Evaluator",
+           "stage_report", "GANHistory", "train_gan", "sample_latents", "evaluation_latents", "sample_shapes", "Evaluator",
            "plot_training", "plot_quality", "plot_generator_losses", "show_shapes_by_category",
            "plot_latent_norms", "show_interpolation", "export_samples"]
 
@@ -223,6 +223,11 @@ def sample_latents(n: int, z_dim: int, seed: int) -> torch.Tensor:
     return torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
 
 
+def evaluation_latents(n: int, z_dim: int, seed: int) -> torch.Tensor:
+    """(n, Z) the fixed latents an :class:`Evaluator` built with ``seed`` samples the generator on."""
+    return sample_latents(n, z_dim, seed + 12345)
+
+
 @torch.no_grad()
 def generate(generator: nn.Module, z: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     """G(z) in eval mode (BatchNorm uses its running statistics), in batches, returned on the CPU.
@@ -269,7 +274,7 @@ class Evaluator:
                              f"size), got {n_samples}")
         order = torch.randperm(len(held_out.voxels), generator=torch.Generator().manual_seed(seed))
         self.reference = held_out.voxels[order[:n_samples]]  # (n, 1, R, R, R)
-        self.z = sample_latents(n_samples, z_dim, seed + 12345)  # (n, Z)
+        self.z = evaluation_latents(n_samples, z_dim, seed)  # (n, Z)
         self.num_classes = int(held_out.labels.max()) + 1
         self.classifier = _classifier() if use_classifier else None
         self._dist_rr = metrics.pairwise_distances(self.reference, self.reference)  # (n, n)

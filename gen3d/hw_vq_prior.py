@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import metrics, viz
+from .hw_voxel_gan import ShapeSet, category_names, load_shapes  # the same dataset view as 01
 
 __all__ = ["VQPriorConfig", "SMOKE", "SMALL", "FULL", "GRADER", "ShapeSet", "load_shapes", "category_names",
            "train_vqvae", "reconstruct", "train_prior", "token_nll_bits", "decode_tokens", "score_samples",
@@ -74,29 +75,6 @@ GRADER = VQPriorConfig(num_codes=64, code_dim=16, hidden=16, vq_steps=200, eval_
 
 
 # ----------------------------------------------------------------------------- data
-@dataclass
-class ShapeSet:
-    """voxels: (N, 1, R, R, R) float occupancy in {0, 1}; labels: (N,) int64 category indices."""
-
-    voxels: torch.Tensor
-    labels: torch.Tensor
-
-
-def category_names() -> list:
-    from . import data
-
-    return list(data.CATEGORIES)
-
-
-def load_shapes(resolution: int, split: str = "train") -> ShapeSet:
-    """The procedural voxel dataset at ``resolution`` (16, 32 or 64) as float occupancy + labels."""
-    from . import data
-
-    raw = data.load_voxels(resolution, split)
-    return ShapeSet(torch.as_tensor(np.asarray(raw["occupancy"])).float(),
-                    torch.as_tensor(np.asarray(raw["labels"])).long())
-
-
 def _model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 

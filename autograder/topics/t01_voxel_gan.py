@@ -922,7 +922,7 @@ def _quality_latents():
     from gen3d import hw_voxel_gan as hw
 
     cfg = hw.GRADER
-    return hw.sample_latents(cfg.n_eval, cfg.z_dim, cfg.seed + 12345)
+    return hw.evaluation_latents(cfg.n_eval, cfg.z_dim, cfg.seed)
 
 
 @functools.lru_cache(maxsize=1)

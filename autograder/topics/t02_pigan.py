@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from autograder.spec import (Topic, Verdict, all_of, as_array, describe, expect_close, make_check,
-                             tensor_device_probe)
+                             tensor_device_probe, tensor_problem)
 
 FUNCTIONS = ["get_rays", "stratified_depths", "volume_render", "sample_pdf", "hierarchical_depths",
              "FiLMSiren", "MappingNetwork", "look_at_origin", "sample_camera_poses", "r1_penalty"]
@@ -28,16 +28,6 @@ def _torch():
     import torch
 
     return torch
-
-
-def _problem(value, shape, label):
-    """A message when ``value`` is not a tensor of ``shape``, else None."""
-    torch = _torch()
-    if not torch.is_tensor(value):
-        return f"{label} should be a torch.Tensor, got {type(value).__name__}"
-    if tuple(value.shape) != tuple(shape):
-        return f"{label}: expected shape {tuple(shape)}, got {tuple(value.shape)}"
-    return None
 
 
 def _random_c2w(g, batch, dtype=None):
@@ -60,7 +50,7 @@ def _render_outputs(out, batch_shape, n_samples):
                       f"{type(out).__name__}" + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""))
     shapes = (batch_shape + (3,), batch_shape, batch_shape + (n_samples,), batch_shape)
     for value, shape, label in zip(out, shapes, ("color", "depth", "weights", "opacity")):
-        problem = _problem(value, shape, f"volume_render's {label}")
+        problem = tensor_problem(value, shape, f"volume_render's {label}")
         if problem:
             return None, problem
     return dict(zip(("color", "depth", "weights", "opacity"), out)), None
@@ -95,7 +85,7 @@ def probe_rays_shape(ctx):
     torch = _torch()
     c2w = _random_c2w(ctx.generator(), 2, torch.float32)
     origins, directions = ctx.fn("get_rays")(c2w, 3, 5, 40.0)
-    problem = _problem(origins, (2, 3, 5, 3), "origins") or _problem(directions, (2, 3, 5, 3), "directions")
+    problem = tensor_problem(origins, (2, 3, 5, 3), "origins") or tensor_problem(directions, (2, 3, 5, 3), "directions")
     if problem:
         return {"problem": problem}
     return {"norms": directions.norm(dim=-1), "origin_err": (origins - c2w[:, None, None, :3, 3]).abs().max()}
@@ -118,7 +108,7 @@ def probe_rays_projection(ctx):
     c2w = _random_c2w(g, 3)
     origins, directions = ctx.fn("get_rays")(c2w, RAY_H, RAY_W, RAY_FOV)
     shape = (3, RAY_H, RAY_W, 3)
-    problem = _problem(origins, shape, "origins") or _problem(directions, shape, "directions")
+    problem = tensor_problem(origins, shape, "origins") or tensor_problem(directions, shape, "directions")
     if problem:
         return {"problem": problem}
     t = 1 + 4 * torch.rand(3, RAY_H, RAY_W, 1, generator=g, dtype=torch.float64)
@@ -184,7 +174,7 @@ def probe_strata(ctx):
     fn = ctx.fn("stratified_depths")
     fixed = fn(2.0, 6.0, 8, (3, 4), False, ctx.generator(), torch.device("cpu"), torch.float64)
     random = fn(2.0, 6.0, 8, (50, 40), True, ctx.generator(1), torch.device("cpu"), torch.float64)
-    problem = _problem(fixed, (3, 4, 8), "depths (perturb=False)") or _problem(random, (50, 40, 8),
+    problem = tensor_problem(fixed, (3, 4, 8), "depths (perturb=False)") or tensor_problem(random, (50, 40, 8),
                                                                                   "depths (perturb=True)")
     return {"problem": problem} if problem else {"fixed": fixed, "random": random}
 
@@ -491,7 +481,7 @@ def _pdf_cdf_at(bins, weights, x):
 def probe_pdf_quantiles(ctx):
     bins, weights = _pdf_inputs(ctx.generator())
     out = ctx.fn("sample_pdf")(bins, weights, 64, True, ctx.generator(1))
-    problem = _problem(out, (4, 64), "sample_pdf(..., n_samples=64)")
+    problem = tensor_problem(out, (4, 64), "sample_pdf(..., n_samples=64)")
     return {"problem": problem} if problem else {"bins": bins, "weights": weights, "samples": out}
 
 
@@ -516,7 +506,7 @@ def judge_pdf_quantiles(student, reference, ctx):
 def probe_pdf_ks(ctx):
     bins, weights = _pdf_inputs(ctx.generator(), rays=3, bins=6)
     out = ctx.fn("sample_pdf")(bins, weights, 4000, False, ctx.generator(1))
-    problem = _problem(out, (3, 4000), "sample_pdf(..., n_samples=4000)")
+    problem = tensor_problem(out, (3, 4000), "sample_pdf(..., n_samples=4000)")
     return {"problem": problem} if problem else {"bins": bins, "weights": weights, "samples": out}
 
 
@@ -667,7 +657,7 @@ def probe_film_forward(ctx):
     freq = 30 + 5 * torch.randn(2, 7, generator=g, dtype=torch.float64)
     phase = torch.randn(2, 7, generator=g, dtype=torch.float64)
     out = layer(x, freq, phase)
-    problem = _problem(out, (2, 4, 7), "FiLMSiren output for x (2, 4, 5), freq/phase (2, 7)")
+    problem = tensor_problem(out, (2, 4, 7), "FiLMSiren output for x (2, 4, 5), freq/phase (2, 7)")
     if problem:
         return {"problem": problem}
     want = torch.sin(freq[:, None] * (x @ linear.weight.T + linear.bias) + phase[:, None])
@@ -850,7 +840,7 @@ def probe_mapping_forward(ctx):
     out = net(z)
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         return {"problem": "MappingNetwork.forward should return (frequencies, phase_shifts)"}
-    problem = _problem(out[0], (5, 3, 8), "frequencies") or _problem(out[1], (5, 3, 8), "phase_shifts")
+    problem = tensor_problem(out[0], (5, 3, 8), "frequencies") or tensor_problem(out[1], (5, 3, 8), "phase_shifts")
     if problem:
         return {"problem": problem}
     h = z
@@ -925,7 +915,7 @@ def probe_look_at(ctx):
     az = torch.cat([torch.tensor([0.0, math.pi / 2]), 2 * math.pi * torch.rand(6, generator=g, dtype=torch.float64)])
     el = torch.cat([torch.tensor([0.0, 0.0]), 2.6 * torch.rand(6, generator=g, dtype=torch.float64) - 1.3])
     c2w = ctx.fn("look_at_origin")(az.double(), el.double(), 2.5)
-    problem = _problem(c2w, (8, 4, 4), "look_at_origin for 8 angles")
+    problem = tensor_problem(c2w, (8, 4, 4), "look_at_origin for 8 angles")
     return {"problem": problem} if problem else {"c2w": c2w, "az": az, "el": el}
 
 
@@ -978,7 +968,7 @@ def probe_poses(ctx):
     gau = fn(4000, 2.7, (0.3, 0.2), (0.1, 0.15), "gaussian", ctx.generator(2), torch.device("cpu"), torch.float64)
     high = fn(500, 2.7, (0.0, 0.1), (1.4, 0.3), "gaussian", ctx.generator(3), torch.device("cpu"), torch.float64)
     for name, value in (("uniform", uni), ("gaussian", gau), ("gaussian", high)):
-        problem = _problem(value, (value.shape[0] if hasattr(value, "shape") else -1, 4, 4), f"{name} poses")
+        problem = tensor_problem(value, (value.shape[0] if hasattr(value, "shape") else -1, 4, 4), f"{name} poses")
         if problem or value.shape[0] not in (4000, 500):
             return {"problem": problem or f"sample_camera_poses(batch) returned {value.shape[0]} poses"}
     az_u, el_u, r_u = _angles(torch, uni)

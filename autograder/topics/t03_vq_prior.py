@@ -14,7 +14,8 @@ import math
 
 import numpy as np
 
-from autograder.spec import Topic, Verdict, all_of, as_array, describe, expect_close, make_check
+from autograder.spec import (Topic, Verdict, all_of, as_array, describe, expect_close, make_check,
+                             tensor_problem)
 
 try:  # optimizers import torch._dynamo lazily; import it before the child drops privileges
     import torch._dynamo  # noqa: F401
@@ -49,15 +50,6 @@ def _randn(ctx, *shape, offset=0, dtype=None):
 def _voxels(ctx, n, r, offset=0, fill=0.3):
     torch = _torch()
     return (torch.rand(n, 1, r, r, r, generator=ctx.generator(offset)) < fill).float()
-
-
-def _problem(value, shape, label):
-    torch = _torch()
-    if not torch.is_tensor(value):
-        return f"{label} should be a torch.Tensor, got {type(value).__name__}"
-    if tuple(value.shape) != tuple(shape):
-        return f"{label}: expected shape {tuple(shape)}, got {tuple(value.shape)}"
-    return None
 
 
 def _device_probe(run):
@@ -262,7 +254,7 @@ def _sample(ctx, temperature=1.0, top_k=None, offset=0, scale=1.0):
     prior = _table_prior(table)
     g = torch.Generator().manual_seed(ctx.seed + 31 * offset + 7)
     out = ctx.fn("sample_tokens")(prior, N_DRAWS, temperature=temperature, top_k=top_k, generator=g)
-    problem = _problem(out, (N_DRAWS, TABLE_T), f"sample_tokens(prior, n={N_DRAWS})")
+    problem = tensor_problem(out, (N_DRAWS, TABLE_T), f"sample_tokens(prior, n={N_DRAWS})")
     if problem:
         return {"problem": problem}
     return {"table": table, "samples": out.to(torch.int64)}
@@ -284,7 +276,8 @@ def probe_nearest_brute(ctx):
     out = {"z": z, "codebook": codebook}
     for tag, chunk in (("default", None), ("chunk7", 7), ("chunk64", 64), ("chunk1000", 1000)):
         idx = fn(z, codebook) if chunk is None else fn(z, codebook, chunk=chunk)
-        problem = _problem(idx, (300,), f"nearest_code(z (300, 5), codebook (17, 5){'' if chunk is None else f', chunk={chunk}'})")
+        call = f"nearest_code(z (300, 5), codebook (17, 5){'' if chunk is None else f', chunk={chunk}'})"
+        problem = tensor_problem(idx, (300,), call)
         if problem:
             return {"problem": problem}
         if idx.dtype != torch.int64:
@@ -323,7 +316,7 @@ def probe_nearest_large(ctx):
     z = torch.randn(20000, 4, generator=ctx.generator(3))
     codebook = torch.randn(64, 4, generator=ctx.generator(4))
     idx = ctx.fn("nearest_code")(z, codebook, chunk=512)
-    problem = _problem(idx, (20000,), "nearest_code(z (20000, 4), codebook (64, 4), chunk=512)")
+    problem = tensor_problem(idx, (20000,), "nearest_code(z (20000, 4), codebook (64, 4), chunk=512)")
     if problem:
         return {"problem": problem}
     return {"z": z, "codebook": codebook, "idx": idx.to(torch.int64)}
@@ -366,7 +359,7 @@ def _vq_outputs(out, shape, label):
     z_q, idx, loss = out
     b, c, d, h, w = shape
     for value, want, name in ((z_q, shape, "z_q"), (idx, (b, d, h, w), "indices")):
-        problem = _problem(value, want, f"{label}: {name}")
+        problem = tensor_problem(value, want, f"{label}: {name}")
         if problem:
             return None, problem
     if not torch.is_tensor(loss) or loss.numel() != 1:
@@ -801,7 +794,7 @@ def probe_vqvae_shapes(ctx):
                                 (out[1], (3, 4, 4, 4), "VQVAE.forward indices"),
                                 (model.encode(x), (3, 4, 4, 4), "VQVAE.encode(x)"),
                                 (model.decode_indices(out[1]), (3, 1, 16, 16, 16), "VQVAE.decode_indices(indices)")):
-        problem = _problem(value, shape, label)
+        problem = tensor_problem(value, shape, label)
         if problem:
             return {"problem": problem + " (VQVAE(16, 4, 6, factor=4) on (3, 1, 16, 16, 16))"}
     return {"ok": True, "loss_numel": int(out[2].numel())}
@@ -1052,7 +1045,7 @@ def probe_mask_hand(ctx):
     out = {}
     for t in (1, 2, 5):
         mask = fn(t)
-        problem = _problem(mask, (t, t), f"causal_mask({t})")
+        problem = tensor_problem(mask, (t, t), f"causal_mask({t})")
         if problem:
             return {"problem": problem}
         out[f"m{t}"] = mask
@@ -1100,7 +1093,7 @@ def probe_attn_leak(ctx):
     out = {}
     with torch.no_grad():
         y = attn(x)
-        problem = _problem(y, (3, 6, 8), "CausalSelfAttention(8, 2)(x (3, 6, 8))")
+        problem = tensor_problem(y, (3, 6, 8), "CausalSelfAttention(8, 2)(x (3, 6, 8))")
         if problem:
             return {"problem": problem}
         for t in range(6):
@@ -1170,7 +1163,8 @@ def probe_prior_shape(ctx):
     with torch.no_grad():
         for length in (1, 5, 9):
             logits = prior(_tokens(ctx, 3, length, 11, 70 + length))
-            problem = _problem(logits, (3, length, 11), f"TransformerPrior(vocab_size=11, seq_len=9)(tokens (3, {length}))")
+            problem = tensor_problem(logits, (3, length, 11),
+                                     f"TransformerPrior(vocab_size=11, seq_len=9)(tokens (3, {length}))")
             if problem:
                 return {"problem": problem}
     return out
@@ -1391,7 +1385,7 @@ def probe_complete_known(ctx):
     tokens = torch.randint(0, TABLE_V, (300, TABLE_T), generator=ctx.generator(100))
     known = torch.rand(300, TABLE_T, generator=ctx.generator(101)) < 0.5
     out = ctx.fn("complete_tokens")(prior, tokens, known, generator=torch.Generator().manual_seed(ctx.seed))
-    problem = _problem(out, (300, TABLE_T), "complete_tokens(prior, tokens (300, 3), known (300, 3))")
+    problem = tensor_problem(out, (300, TABLE_T), "complete_tokens(prior, tokens (300, 3), known (300, 3))")
     if problem:
         return {"problem": problem}
     known_1d = torch.tensor([False, True, False])
@@ -1424,7 +1418,7 @@ def probe_complete_prefix(ctx):
     known = torch.tensor([True, False, False])
     out = ctx.fn("complete_tokens")(prior, tokens, known, temperature=0.7,
                                     generator=torch.Generator().manual_seed(ctx.seed + 2))
-    problem = _problem(out, (N_DRAWS, TABLE_T), "complete_tokens")
+    problem = tensor_problem(out, (N_DRAWS, TABLE_T), "complete_tokens")
     if problem:
         return {"problem": problem}
     return {"table": table, "out": out}
@@ -1458,7 +1452,7 @@ def probe_complete_middle(ctx):
     known[:N_DRAWS, 1] = True  # the middle token is known in every row but one extra, fully unknown row
     tokens = torch.cat([tokens, torch.zeros(1, TABLE_T, dtype=tokens.dtype)])
     out = ctx.fn("complete_tokens")(prior, tokens, known, generator=torch.Generator().manual_seed(ctx.seed + 3))
-    problem = _problem(out, (N_DRAWS + 1, TABLE_T), "complete_tokens")
+    problem = tensor_problem(out, (N_DRAWS + 1, TABLE_T), "complete_tokens")
     if problem:
         return {"problem": problem}
     return {"table": table, "out": out[:N_DRAWS]}
