@@ -473,7 +473,7 @@ def janus_score(images: torch.Tensor, azimuths, model: ImageClassifier | None = 
 # ----------------------------------------------------------------------------- command line
 # The budget of `python -m gen3d.features train`: under a minute on one CPU thread, even on a busy
 # 2-core machine. Seen here on the test split: voxel category 100%, image category 99.9%,
-# front-visible 93.8% (a pure "any magenta pixel" detector scores ~92%: near +-90 degrees the
+# front-visible 94.4% (a pure "any magenta pixel" detector scores ~91%: near +-90 degrees the
 # emblem is edge-on or hidden, so the last few percent are ambiguous).
 TRAIN_CONFIG = {
     "seed": 0,

@@ -39,6 +39,8 @@ FRONT_COLOR = (1.0, 0.0, 1.0)  # saturated magenta: the emblem, and nothing else
 FRONT_PART = "front_emblem"    # the emblem's part name
 BODY_EXTENT = 0.85             # largest half-extent of an object's body after normalisation
 EMBLEM_PROTRUSION = 0.004      # how far the emblem stands out of its face (world units): a decal
+EMBLEM_MAX_RADIUS = 0.3        # the disc's largest radius (world units): ~8 pixels across at 32 x 32, big
+                               # enough for a CPU-trained prior to learn it and for SDS to paint it
 
 KINDS = ("box", "sphere", "cylinder", "capsule")
 _AXES = ("x", "y", "z")
@@ -432,11 +434,11 @@ def _emblem(face: _Face) -> Primitive:
     """The front feature on ``face``: a magenta disc, or a plaque on faces too low for a disc."""
     t = EMBLEM_PROTRUSION
     center = (face.x, face.y, face.z)                # half inside the face, ``t`` outside
-    radius = min(0.14, 0.75 * min(face.half_w, face.half_h))
+    radius = min(EMBLEM_MAX_RADIUS, 0.85 * min(face.half_w, face.half_h))
     if radius >= 0.06:
         return Primitive("cylinder", center, (radius, t, radius), FRONT_COLOR, FRONT_PART,
                          axis="z")
-    half = (min(0.3, 0.6 * face.half_w), 0.75 * face.half_h, t)
+    half = (min(1.5 * EMBLEM_MAX_RADIUS, 0.85 * face.half_w), 0.85 * face.half_h, t)
     return Primitive("box", center, half, FRONT_COLOR, FRONT_PART)
 
 

@@ -112,6 +112,14 @@ MUTANTS = [
                '"view": torch.zeros_like(cond["view"])}',
            caught_by=("sds_loss.gradient", "sds_loss.reference"),
            why="the unconditional branch must keep the camera (only the label is dropped)"),
+    Mutant("every_view_called_front", "sds_loss",
+           old="    # 2. the guided noise estimate of the frozen prior, outside autograd\n",
+           new="    # 2. the guided noise estimate of the frozen prior, outside autograd\n"
+               "    if cond is not None and cond.get(\"view\") is not None:\n"
+               "        cond = {**cond, \"view\": torch.zeros_like(cond[\"view\"])}\n",
+           caught_by=("sds_loss.gradient", "sds_loss.reference"),
+           why="the prior is told that every render is the front view: the Janus problem comes back even with "
+               "the view-aware prior (with the small priors, sds_quality sees Janus score 1.00 instead of 0.00)"),
     # ------------------------------------------------------------------ view_condition
     Mutant("not_wrapped", "view_condition",
            old="wrapped = torch.atan2(torch.sin(azimuth), torch.cos(azimuth))", new="wrapped = azimuth",

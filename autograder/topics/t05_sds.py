@@ -528,18 +528,26 @@ def _loss_device(ctx, torch):
 
 
 # ----------------------------------------------------------------------------- quality: SDS itself
-# The grader distills the smoke priors (trained in seconds, on first use, by the trusted reference side): the
-# quality check compares SDS driven by your loss with SDS driven by the reference's, same priors, same budget,
-# whatever GEN3D_MODE says. The notebook's small/full runs are where the priors are worth looking at.
-GRADER_MODE = "smoke"
+# The quality check compares SDS driven by your loss with SDS driven by the reference's: same priors, same
+# budget, whatever GEN3D_MODE says. It distills the small priors when `make priors` has built them (there the
+# category-only prior grows the Janus problem and the view-aware one does not, so the ordering is checked);
+# otherwise the smoke priors, trained in seconds on first use, where only the category score means anything.
 QUALITY_SEED = 5001
+
+
+def grader_prior_mode() -> str:
+    """"small" when both small priors are on disk (never trained here: that takes minutes), else "smoke"."""
+    from gen3d import hw_sds
+
+    paths = [hw_sds.sds_prior_path(kind, "small") for kind in hw_sds.PRIOR_KINDS]
+    return "small" if all(p.is_file() and p.with_suffix(".json").is_file() for p in paths) else "smoke"
 
 
 def probe_sds_quality(ctx):
     torch = _torch()
     from gen3d import hw_pigan, hw_sds
 
-    mode = GRADER_MODE
+    mode = grader_prior_mode()
     deps = ctx.deps
     try:
         try:  # into data/priors (the reference's side may write there), else into the work folder
@@ -596,8 +604,7 @@ def judge_sds_quality(student, reference, ctx):
         problems.append("the target-category score is lower than the reference's on the same budget")
     if want["view"]["category"] > start["category"] + hw_sds.QUALITY_MARGIN and got["view"]["category"] <= start["category"]:
         problems.append("SDS did not raise the target-category score of the renders")
-    if want["view"]["janus"] < want["category"]["janus"] and not got["view"]["janus"] < got["category"]["janus"] + \
-            hw_sds.QUALITY_MARGIN:
+    if want["view"]["janus"] < want["category"]["janus"] and not got["view"]["janus"] < got["category"]["janus"]:
         problems.append("with the view-aware prior the Janus score is not below the category-only prior's")
     if got["view"]["janus"] > want["view"]["janus"] + hw_sds.QUALITY_MARGIN:
         problems.append("the Janus score with the view-aware prior is higher than the reference's")
