@@ -152,3 +152,59 @@ def test_load_earlier_falls_back_to_the_reference_for_stubs(tmp_path):
     assert pieces.look_at_origin(torch.zeros(1), torch.zeros(1), 2.0).shape == (1, 4, 4)
     with pytest.raises(RuntimeError, match="Finish topic"):
         hw_sds.load_earlier(handout, hw_sds.NAMES_02, "99_missing", log=messages.append)
+
+
+# ----------------------------------------------------------------------------- the grader's SDS quality judge
+def _fake_view_metrics(images, azimuths, label, model=None):
+    """Stands in for the image classifier: a render filled with +1 shows the emblem on every side (Janus),
+    0 shows none, -1 is the initial blob (not yet the category)."""
+    level = float(images.mean())
+    return {"janus": float(level > 0.5), "front_rate": float(level > 0.5), "buckets_firing": float(level > 0.5),
+            "category": 0.0 if level < -0.5 else 1.0, "consistency": 1.0}
+
+
+def _quality_side(view_level, category_level, fingerprint="abc"):
+    import numpy as np
+
+    views = lambda level: np.full((4, 3, 2, 2), level, dtype=np.float32)  # noqa: E731
+    return {"mode": "small", "label": 0, "azimuths": np.linspace(-math.pi, math.pi, 4, endpoint=False),
+            "view_initial": views(-1.0), "category_initial": views(-1.0), "view_final": views(view_level),
+            "category_final": views(category_level), "view_fingerprint": fingerprint,
+            "category_fingerprint": fingerprint}
+
+
+@pytest.mark.parametrize("student_levels, reference_levels, passes, says", [
+    ((0.0, 1.0), (0.0, 1.0), True, "Janus score view-aware prior 0.00 vs category-only 1.00"),
+    ((1.0, 1.0), (0.0, 1.0), False, "not below the category-only prior's"),   # e.g. every view called the front
+    ((0.0, 0.0), (0.0, 0.0), True, "reference 0.00 vs 0.00"),                  # no Janus to fix: not required
+    ((-1.0, -1.0), (0.0, 0.0), False, "did not raise the target-category score"),
+])
+def test_sds_quality_judge_requires_the_janus_ordering_only_where_the_reference_shows_it(
+        monkeypatch, student_levels, reference_levels, passes, says):
+    from autograder.topics import t05_sds
+
+    monkeypatch.setattr(hw_sds, "view_metrics", _fake_view_metrics)
+    verdict = t05_sds.judge_sds_quality(_quality_side(*student_levels), _quality_side(*reference_levels), None)
+    assert verdict.passed is passes and says in verdict.message, verdict.message
+
+
+def test_sds_quality_judge_refuses_figures_from_other_priors(monkeypatch):
+    from autograder.topics import t05_sds
+
+    monkeypatch.setattr(hw_sds, "view_metrics", _fake_view_metrics)
+    verdict = t05_sds.judge_sds_quality(_quality_side(0.0, 1.0, "abc"), _quality_side(0.0, 1.0, "xyz"), None)
+    assert not verdict.passed and "other priors" in verdict.message
+
+
+def test_grader_distills_the_small_priors_only_when_both_are_built(monkeypatch, tmp_path):
+    from autograder.topics import t05_sds
+
+    monkeypatch.setenv("GEN3D_DATA", str(tmp_path))
+    assert t05_sds.grader_prior_mode() == "smoke"
+    for kind in hw_sds.PRIOR_KINDS:
+        path = hw_sds.sds_prior_path(kind, "small")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"weights")
+        assert t05_sds.grader_prior_mode() == "smoke"          # the JSON config is missing
+        path.with_suffix(".json").write_text("{}")
+    assert t05_sds.grader_prior_mode() == "small"
