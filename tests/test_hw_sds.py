@@ -157,9 +157,10 @@ def test_load_earlier_falls_back_to_the_reference_for_stubs(tmp_path):
 # ----------------------------------------------------------------------------- the grader's SDS quality judge
 def _fake_view_metrics(images, azimuths, label, model=None):
     """Stands in for the image classifier: a render filled with +1 shows the emblem on every side (Janus),
-    0 shows none, -1 is the initial blob (not yet the category)."""
+    0.5 on the front only (the fix), 0 nowhere, -1 is the initial blob (not yet the category)."""
     level = float(images.mean())
-    return {"janus": float(level > 0.5), "front_rate": float(level > 0.5), "buckets_firing": float(level > 0.5),
+    janus, front = float(level > 0.75), float(level > 0.25)
+    return {"janus": janus, "front_rate": front, "buckets_firing": (janus + front) / 2,
             "category": 0.0 if level < -0.5 else 1.0, "consistency": 1.0}
 
 
@@ -175,6 +176,8 @@ def _quality_side(view_level, category_level, fingerprint="abc"):
 
 @pytest.mark.parametrize("student_levels, reference_levels, passes, says", [
     ((0.0, 1.0), (0.0, 1.0), True, "Janus score view-aware prior 0.00 vs category-only 1.00"),
+    ((0.5, 1.0), (0.5, 1.0), True, "front rate view-aware 1.00 (reference 1.00)"),
+    ((0.0, 1.0), (0.5, 1.0), False, "emblem is missing from the front views"),  # fixed Janus by erasing the face
     ((1.0, 1.0), (0.0, 1.0), False, "not below the category-only prior's"),   # e.g. every view called the front
     ((0.0, 0.0), (0.0, 0.0), True, "reference 0.00 vs 0.00"),                  # no Janus to fix: not required
     ((-1.0, -1.0), (0.0, 0.0), False, "did not raise the target-category score"),
@@ -196,7 +199,7 @@ def test_sds_quality_judge_refuses_figures_from_other_priors(monkeypatch):
     assert not verdict.passed and "other priors" in verdict.message
 
 
-def test_grader_distills_the_small_priors_only_when_both_are_built(monkeypatch, tmp_path):
+def test_grader_distills_the_small_priors_only_when_both_are_built_and_current(monkeypatch, tmp_path):
     from autograder.topics import t05_sds
 
     monkeypatch.setenv("GEN3D_DATA", str(tmp_path))
@@ -207,4 +210,39 @@ def test_grader_distills_the_small_priors_only_when_both_are_built(monkeypatch, 
         path.write_bytes(b"weights")
         assert t05_sds.grader_prior_mode() == "smoke"          # the JSON config is missing
         path.with_suffix(".json").write_text("{}")
+        assert not hw_sds.prior_is_current(path, kind, "small")  # a config of another kit: stale
+    assert t05_sds.grader_prior_mode() == "smoke"
+    for kind in hw_sds.PRIOR_KINDS:
+        config = {"train": dataclasses.asdict(hw_sds.prior_config(kind, "small"))}
+        hw_sds.sds_prior_path(kind, "small").with_suffix(".json").write_text(json.dumps(config))
     assert t05_sds.grader_prior_mode() == "small"
+
+
+# ----------------------------------------------------------------------------- camera reliance
+class KnowsTheCamera(torch.nn.Module):
+    """A prior of ONE image ``x0`` seen from ONE camera (azimuth ``azimuth``): told that camera it predicts the
+    noise exactly; told any other it predicts 0 (it relies on the camera completely)."""
+
+    def __init__(self, x0, azimuth, schedule):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(()))
+        self.x0, self.azimuth, self.schedule = x0, azimuth, schedule
+
+    def forward(self, x, t, cond=None):
+        a = self.schedule.alphas_cumprod[t].to(x.dtype)[:, None, None, None]
+        exact = (x - a.sqrt() * self.x0) / (1 - a).sqrt()
+        told_truth = torch.isclose(cond["view"][:, 0], torch.tensor(self.azimuth))[:, None, None, None]
+        return torch.where(told_truth, exact, torch.zeros_like(exact))
+
+
+def test_camera_reliance_is_zero_for_a_blind_prior_and_large_for_one_that_uses_the_camera(p04):
+    schedule = p04.schedule_from_betas(p04.make_beta_schedule("cosine", 100))
+    x0 = torch.rand(3, 4, 4, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    held_out = {"x": x0.expand(10, 3, 4, 4), "label": torch.zeros(10, dtype=torch.long),
+                "view": torch.tensor([[0.3, 0.1]]).expand(10, 2)}
+    blind = hw_sds.camera_reliance(ConstantEps(), schedule, held_out, fractions=(0.3, 0.7), n_images=8)
+    seeing = hw_sds.camera_reliance(KnowsTheCamera(x0, 0.3, schedule), schedule, held_out, fractions=(0.3, 0.7),
+                                    n_images=8)
+    assert set(blind) == {0.3, 0.7}
+    assert all(v["reliance"] == 0 and v["true"] == v["turned"] > 0 for v in blind.values())
+    assert all(v["true"] < 1e-8 and v["turned"] > 0.01 and v["reliance"] > 1 for v in seeing.values())

@@ -530,17 +530,20 @@ def _loss_device(ctx, torch):
 # ----------------------------------------------------------------------------- quality: SDS itself
 # The quality check compares SDS driven by your loss with SDS driven by the reference's: same priors, same
 # budget, whatever GEN3D_MODE says. It distills the small priors when `make priors` has built them (there the
-# category-only prior grows the Janus problem and the view-aware one does not, so the ordering is checked);
-# otherwise the smoke priors, trained in seconds on first use, where only the category score means anything.
+# category-only prior grows the Janus problem and the view-aware one paints the emblem on the front only, so
+# the ordering and the front emblem are checked); otherwise the smoke priors, trained in seconds on first use,
+# where only the category score means anything.
 QUALITY_SEED = 5001
 
 
 def grader_prior_mode() -> str:
-    """"small" when both small priors are on disk (never trained here: that takes minutes), else "smoke"."""
+    """"small" when both small priors are on disk and current (never trained here: that takes minutes),
+    else "smoke"."""
     from gen3d import hw_sds
 
-    paths = [hw_sds.sds_prior_path(kind, "small") for kind in hw_sds.PRIOR_KINDS]
-    return "small" if all(p.is_file() and p.with_suffix(".json").is_file() for p in paths) else "smoke"
+    current = [hw_sds.prior_is_current(hw_sds.sds_prior_path(kind, "small"), kind, "small")
+               for kind in hw_sds.PRIOR_KINDS]
+    return "small" if all(current) else "smoke"
 
 
 def probe_sds_quality(ctx):
@@ -598,7 +601,8 @@ def judge_sds_quality(student, reference, ctx):
         return Verdict(False, "sds_loss quality: SDS with your loss produced NaN/inf renders")
     summary = (f"category score {got['view']['category']:.2f} (reference {want['view']['category']:.2f}, initial blob "
                f"{start['category']:.2f}); Janus score view-aware prior {got['view']['janus']:.2f} vs category-only "
-               f"{got['category']['janus']:.2f} (reference {want['view']['janus']:.2f} vs {want['category']['janus']:.2f})")
+               f"{got['category']['janus']:.2f} (reference {want['view']['janus']:.2f} vs {want['category']['janus']:.2f}); "
+               f"front rate view-aware {got['view']['front_rate']:.2f} (reference {want['view']['front_rate']:.2f})")
     problems = []
     if got["view"]["category"] < want["view"]["category"] - hw_sds.QUALITY_MARGIN:
         problems.append("the target-category score is lower than the reference's on the same budget")
@@ -608,6 +612,10 @@ def judge_sds_quality(student, reference, ctx):
         problems.append("with the view-aware prior the Janus score is not below the category-only prior's")
     if got["view"]["janus"] > want["view"]["janus"] + hw_sds.QUALITY_MARGIN:
         problems.append("the Janus score with the view-aware prior is higher than the reference's")
+    front_lost = got["view"]["front_rate"] < want["view"]["front_rate"] - hw_sds.QUALITY_MARGIN
+    if want["view"]["front_rate"] >= 0.5 and front_lost:
+        problems.append("with the view-aware prior the emblem is missing from the front views (the reference "
+                        "paints it there): a fix of the Janus problem keeps the front")
     if problems:
         return Verdict(False, f"SDS with your sds_loss (reference priors, renderer and cameras; "
                               f"{student['mode']} budget): {'; '.join(problems)}. {summary}. Check the sign, the weight "
