@@ -18,7 +18,7 @@ help:
 	@echo "make                 install, data, handouts, grade the bundled solutions (the main job)"
 	@echo "make install         create .venv with pinned packages (torch 2.13.0 CPU unless a 2.13 build is present)"
 	@echo "make data            build the procedural datasets and train the feature networks (data/)"
-	@echo "make priors          train the two 2D diffusion priors 05_sds distills (GEN3D_MODE=small: ~25 min on 2 cores)"
+	@echo "make priors          train the two 2D diffusion priors 05_sds distills (GEN3D_MODE=small: ~20 min on 2 cores)"
 	@echo "make handouts        regenerate assignments/ from solutions/ with nbgrader, then lint"
 	@echo "make check NB=path   a student's quick check: the public tests of one notebook"
 	@echo "make grade SUBMISSIONS=dir/ [WORKERS=4]   grade a class folder into reports/gradebook.csv (+ HTML reports)"

@@ -3,7 +3,8 @@
 Each ``bench/bench_*.py`` module defines ``main() -> None`` that prints its figures. Built in:
 ``check`` times ``make check`` (public checks) on every handout, which must stay under a minute on a
 2-core CPU, and ``notebooks`` times each solution notebook in its small configuration (the budget is
-10 minutes on 2 CPU cores; long: run it on its own with ``python -m bench notebooks``).
+10 minutes on 2 CPU cores; long: run it on its own with ``python -m bench notebooks``, and
+``BENCH_TOPICS=05_sds python -m bench notebooks`` times only the named topic folders).
 """
 from __future__ import annotations
 
@@ -47,11 +48,15 @@ def _prepare(topic: str, mode: str) -> None:
 
 
 def bench_notebooks(mode: str = "small") -> None:
-    """Wall time of each solution notebook top to bottom (nbclient) in ``mode``."""
+    """Wall time of each solution notebook top to bottom (nbclient) in ``mode`` (only the topic folders named in
+    the comma-separated ``BENCH_TOPICS``, when set)."""
     import nbformat
     from nbclient import NotebookClient
 
+    topics = [t for t in os.environ.get("BENCH_TOPICS", "").split(",") if t]
     for path in sorted(REPO.glob("solutions/*/*.ipynb")):
+        if topics and path.parent.name not in topics:
+            continue
         os.environ["GEN3D_MODE"] = mode
         _prepare(path.parent.name, mode)
         nb = nbformat.read(path, as_version=4)

@@ -15,7 +15,7 @@ The two priors (``ensure_priors``)
     They live in ``<data_dir>/priors/sds_<kind>_<size>_<mode>.pt`` with a JSON next to each (U-Net
     kwargs, schedule, training config, seconds, final loss). Build them once with
     ``python -m gen3d.hw_sds priors [--mode small] [--kind category|view]`` (``make priors`` trains the two side
-    by side; smoke: seconds; small: 2400 steps, ~25 minutes per prior on one CPU core). The notebook calls
+    by side; smoke: seconds; small: 2400 steps, ~20 minutes for the pair on 2 CPU cores). The notebook calls
     :func:`ensure_priors`, which trains what is missing or was trained with another config; the grader distills
     the small priors when both are current, else the smoke ones (see ``autograder/topics/t05_sds.py``).
 
@@ -409,7 +409,7 @@ def camera_reliance(eps_model, schedule, held_out: dict, fractions=(0.1, 0.3, 0.
     for fraction in fractions:
         t = torch.full((len(x0),), int(fraction * schedule.num_timesteps), dtype=torch.long, device=device)
         noise = torch.randn(x0.shape, generator=generator).to(device)
-        alpha_bar = hd.extract(schedule.alphas_cumprod.to(device), t, x0)                    # (N, 1, 1, 1)
+        alpha_bar = hd.extract(schedule.alphas_cumprod, t, x0)                              # (N, 1, 1, 1)
         x_t = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
         errors = {}
         for name, camera in conds.items():
