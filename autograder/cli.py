@@ -97,6 +97,25 @@ def cmd_mutants(args) -> int:
     return 0 if run_mutants(args.topic, _options(args), names=args.name) else 1
 
 
+def cmd_seeds(args) -> int:
+    from autograder.seedsweep import sweep_seeds, sweep_topic
+    from autograder.topics import all_topics
+
+    topics = args.topic or sorted(all_topics())
+    unknown = [t for t in topics if t not in all_topics()]
+    if unknown:
+        print(f"error: unknown topic(s) {unknown}; known: {sorted(all_topics())}", file=sys.stderr)
+        return 2
+    seeds = sweep_seeds(args.seeds, args.base)
+    lines = [line for topic in topics
+             for line in sweep_topic(topic, seeds, names=args.name, reference=not args.name,
+                                     seconds_per_check=args.seconds)]
+    bad = [line for line in lines if not line.ok]
+    print(f"{len(lines)} (implementation, check) pairs over up to {len(seeds)} seeds: "
+          f"{len(bad)} depend on the seed" + (f" ({', '.join(f'{b.subject}/{b.check}' for b in bad)})" if bad else ""))
+    return 1 if bad else 0
+
+
 def cmd_report(args) -> int:
     """Grade every topic's reference notebook and its handout: the kit proving itself."""
     from autograder import report
@@ -174,6 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", nargs="+", help="only these mutants/alternatives")
     _add_grading_options(p)
     p.set_defaults(func=cmd_mutants)
+
+    p = sub.add_parser("seeds", help="replay the cheap checks of the reference, mutants and alternatives over many "
+                                     "run seeds: finds checks whose verdict depends on the seed")
+    p.add_argument("topic", nargs="*", help="topic names (default: all)")
+    p.add_argument("--name", nargs="+", help="only these mutants/alternatives (and not the reference)")
+    p.add_argument("--seeds", type=int, default=50, help="how many run seeds (default 50)")
+    p.add_argument("--base", type=int, help="draw the seeds reproducibly from this number (default: fresh)")
+    p.add_argument("--seconds", type=float, default=30.0, help="at most this long per (implementation, check)")
+    p.set_defaults(func=cmd_seeds)
 
     p = sub.add_parser("report", help="grade every solution (full marks expected) and handout (0 expected)")
     p.add_argument("--out", default="reports", help="folder for the JSON results")
