@@ -10,6 +10,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -107,6 +108,23 @@ def _cuda_count(options: Options) -> int:
     return torch.cuda.device_count()
 
 
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_worker(threads: int, workers: int, cpus: int) -> int:
+    """Torch threads for each grading child: ``threads`` when given (> 0); with several workers, the
+    cores shared out (each torch process otherwise takes every core: on 2 cores beside other torch
+    jobs, a training check that takes 12 s alone ran past its 240 s timeout); 0 (torch's default)
+    for one worker."""
+    if threads > 0 or workers == 1:
+        return threads
+    return max(1, cpus // workers)
+
+
 def run_batch(folder: Path, out: Path, options: Options, topic_name: str = "auto",
               json_dir: Optional[Path] = None, workers: int = 1, html_dir: Optional[Path] = None) -> int:
     """Grade every new or changed submission under ``folder`` with ``workers`` parallel graders (one GPU
@@ -126,7 +144,8 @@ def run_batch(folder: Path, out: Path, options: Options, topic_name: str = "auto
     json_dir = json_dir or out.parent / (out.stem + "_results")
     rows = _read_gradebook(out)
     options = Options(**{**options.__dict__, "hide": (*options.hide, str(folder.resolve())),
-                         "figures": options.figures or html_dir is not None})
+                         "figures": options.figures or html_dir is not None,
+                         "threads": threads_per_worker(options.threads, workers, _cpu_count())})
     submissions = find_submissions(folder)
     pending = [p for p in submissions if not _already_graded(rows.get(_student_id(p, folder), {}), p)]
     skipped = len(submissions) - len(pending)

@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder.batch import run_batch
+from autograder.batch import run_batch, threads_per_worker
 from autograder.grading import Options, grade
 from autograder.report import gradescope_json, table
 from autograder.topics import get_topic
@@ -95,3 +95,14 @@ def test_parallel_workers_give_the_same_gradebook_as_one(tmp_path):
     for student in one:
         assert (one[student]["score"], one[student]["status"]) == (two[student]["score"], two[student]["status"])
     assert float(two["ann/example"]["score"]) == 3.0 and float(two["ben/example"]["score"]) < 3.0
+
+
+@pytest.mark.parametrize("threads, workers, cpus, want", [
+    (0, 1, 2, 0),   # one worker: torch's default
+    (0, 2, 2, 1),   # the cores shared out
+    (0, 3, 8, 2),
+    (0, 4, 2, 1),   # never below one
+    (3, 2, 2, 3),   # --threads given: kept
+])
+def test_parallel_workers_share_the_cores(threads, workers, cpus, want):
+    assert threads_per_worker(threads, workers, cpus) == want
