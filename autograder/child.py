@@ -134,9 +134,10 @@ def prepare(args, argv: list[str]) -> int:
     return 1  # not reached
 
 
-def _forbid(names, student_file: str) -> None:
+def _forbid(names, student_file: str) -> list:
     """Wrap each dotted kit function in ``names`` so that a call from the student's code raises
-    ``ForbiddenCall`` (calls from the kit's own loops and the probes still work)."""
+    ``ForbiddenCall`` (calls from the kit's own loops and the probes still work). Returns the
+    ``(module, attribute, original)`` it replaced, for a caller that must undo it."""
     import functools
 
     from autograder.spec import ForbiddenCall
@@ -153,10 +154,13 @@ def _forbid(names, student_file: str) -> None:
             return original(*args, **kwargs)
         return wrapper
 
+    replaced = []
     for qualified in names:
         module_name, attr = qualified.rsplit(".", 1)
         module = importlib.import_module(module_name)
+        replaced.append((module, attr, getattr(module, attr)))
         setattr(module, attr, guarded(qualified, getattr(module, attr)))
+    return replaced
 
 
 def to_plain(output) -> tuple[dict, dict]:

@@ -101,10 +101,11 @@ def cmd_seeds(args) -> int:
     from autograder.seedsweep import sweep_seeds, sweep_topic
     from autograder.topics import all_topics
 
-    topics = args.topic or sorted(all_topics())
-    unknown = [t for t in topics if t not in all_topics()]
+    known = sorted(all_topics())
+    topics = args.topic or known
+    unknown = [t for t in topics if t not in known]
     if unknown:
-        print(f"error: unknown topic(s) {unknown}; known: {sorted(all_topics())}", file=sys.stderr)
+        print(f"error: unknown topic(s) {unknown}; known: {known}", file=sys.stderr)
         return 2
     seeds = sweep_seeds(args.seeds, args.base)
     lines = [line for topic in topics

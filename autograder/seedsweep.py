@@ -18,7 +18,6 @@ fixed seed and CUDA-only checks need a GPU; both are left to ``mutants``.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import random
 import tempfile
 import time
@@ -30,7 +29,7 @@ import nbformat
 import numpy as np
 
 from autograder.grading import REPO, _judge
-from autograder.mutants import Alternative, Mutant, apply_patch, catalogue
+from autograder.mutants import Mutant, apply_patch, catalogue
 from autograder.spec import Check, JudgeContext, ProbeContext, Topic
 from autograder.topics import get_topic
 
@@ -47,7 +46,7 @@ class SweepLine:
     check: str
     tried: int = 0
     bad_seeds: list = field(default_factory=list)
-    errors: list = field(default_factory=list)  # the first message of a wrong verdict
+    first_error: str = ""  # the message of the first wrong verdict
 
     @property
     def ok(self) -> bool:
@@ -57,7 +56,7 @@ class SweepLine:
         head = f"{'ok  ' if self.ok else 'FAIL'} {self.kind:<11} {self.subject} / {self.check}: {self.tried} seeds"
         if self.ok:
             return head
-        return f"{head}, wrong on {len(self.bad_seeds)}: {self.bad_seeds[:8]} ({self.errors[0][:200]})"
+        return f"{head}, wrong on {len(self.bad_seeds)}: {self.bad_seeds[:8]} ({self.first_error[:200]})"
 
 
 def sweep_seeds(count: int, base: Optional[int] = None) -> list[int]:
@@ -103,12 +102,7 @@ def _guarded(topic: Topic, marker: str) -> Iterator[None]:
     name contains ``marker``; undone afterwards (this process may be pytest)."""
     from autograder.child import _forbid
 
-    originals = []
-    for qualified in topic.forbidden:
-        module_name, attr = qualified.rsplit(".", 1)
-        module = importlib.import_module(module_name)
-        originals.append((module, attr, getattr(module, attr)))
-    _forbid(topic.forbidden, marker)
+    originals = _forbid(topic.forbidden, marker)
     try:
         yield
     finally:
@@ -149,7 +143,6 @@ def sweep_topic(topic_name: str, seeds: Sequence[int], names: Optional[Sequence[
     """Replay every sweepable check of the reference (when ``reference``) and of the named mutants and
     alternatives (all when ``names`` is empty) for ``seeds``; at most ``seconds_per_check`` per pair
     (the seeds are tried in order, so the first ones always run)."""
-
     from autograder.child import _load_deps
     from gen3d.notebook import load_notebook
 
@@ -177,8 +170,8 @@ def sweep_topic(topic_name: str, seeds: Sequence[int], names: Optional[Sequence[
                     passed, message = _verdict(check, student_ns, reference_ns, seed, deps, tmp)
                     line.tried += 1
                     if passed == (kind == "mutant"):
+                        line.first_error = line.first_error or message
                         line.bad_seeds.append(seed)
-                        line.errors.append(message)
                     if time.monotonic() - started > seconds_per_check:
                         break
                 lines.append(line)

@@ -40,12 +40,9 @@ def _prepare(topic: str, mode: str) -> None:
     if topic != "05_sds":
         return
     started = time.monotonic()
-    jobs = [subprocess.Popen([sys.executable, "-m", "gen3d.hw_sds", "priors", "--mode", mode, "--kind", kind],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO)
-            for kind in ("category", "view")]  # side by side, one thread each, as `make priors`
-    errors = [job.communicate()[1] for job in jobs]
-    failed = [err.strip()[-300:] for job, err in zip(jobs, errors) if job.returncode != 0]
-    status = "ok" if not failed else f"FAILED: {' | '.join(failed)}"
+    done = subprocess.run([sys.executable, "-m", "gen3d.hw_sds", "priors", "--mode", mode], capture_output=True,
+                          text=True, cwd=REPO)
+    status = "ok" if done.returncode == 0 else f"FAILED: {done.stderr.strip()[-300:]}"
     print(f"priors of {topic} [{mode}] (`make priors`, not in the notebook's time): "
           f"{time.monotonic() - started:.0f} s {status}")
 
